@@ -1,0 +1,2 @@
+"""Physics datasets for HGN (simulation, rendering, TFDS builder, tf.data pipelines) and
+target densities for NHF."""
