@@ -2,7 +2,7 @@
 
 Nothing here imports from `data`, `hgn` or `nhf`.
 """
-from common import integrators
+from common import config, integrators, runs
 from common.hamiltonians import (
     EnergyFn,
     Hamiltonian,
@@ -24,7 +24,9 @@ __all__ = [
     "as_hamiltonian",
     "as_phase_space",
     "integrate",
+    "config",
     "integrators",
+    "runs",
     "quadratic_kinetic",
     "trajectory",
 ]

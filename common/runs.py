@@ -1,0 +1,119 @@
+"""Run directories that survive crashes: atomic writes and one-line command-line errors.
+
+Everything a run writes that another process may read (metrics, configs, exports) is written
+under a temporary name in the same folder and then renamed, so a kill at any moment leaves
+either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss or gradient became NaN or Inf; nothing from that step was saved."""
+
+
+class RunError(RuntimeError):
+    """A user-facing failure with a one-line explanation (bad run dir, mismatched checkpoint...)."""
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling folder; on success it replaces `path` in one rename.
+
+    Used for SavedModel exports: a crash mid-export leaves the previous export intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_writable_dir(path: PathLike, flag: str = "--run-dir") -> Path:
+    """Creates `path` if needed and checks that files can be written there.
+
+    Raises:
+      RunError: naming `flag` and the folder when it cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunError(f"{flag} {str(path)!r} is not writable: {e.strerror or e}") from None
+    return path
+
+
+def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """Runs a command-line `main(argv)`, turning errors into one line on stderr.
+
+    With `--debug` in argv the full traceback is shown instead. Exit codes: 0 success, 1 a
+    failure during the run, 2 bad arguments (argparse's convention), 130 interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    prog = Path(sys.argv[0]).name or "command"
+    try:
+        return int(main(argv) or 0)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the one place that turns any failure into a short message
+        if debug:
+            traceback.print_exc()
+        else:
+            message = " ".join(str(e).split()) or type(e).__name__
+            print(f"{prog}: error: {message} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
