@@ -1,0 +1,143 @@
+"""HGN configuration: one frozen dataclass, named presets, every field a command-line flag.
+
+Presets:
+
+* `paper`: the published architecture and hyper-parameters (Toth et al. 2020, DeepMind's
+  `hgn_paper_config`): all 31 frames of the window stacked into the encoder, strided conv
+  encoder to a 4x4x32 posterior, 5-layer latent transformer, separable K(p) + V(q) conv
+  Hamiltonians (channels 32-64-64-64-1, kernels 3-2-2-2-2), an upsampling decoder of 3 blocks of
+  two 3x3 convs of 64, GECO with kappa = 1e-3, Adam 1.5e-4.
+* `pytorch`: the CampusAI PyTorch re-implementation's network sizes (5 input frames, 30-frame
+  rollouts, full-resolution 7-conv encoder to 48 channels, strided transformer, one joint
+  H(q, p) conv net of 8 layers, residual upsampling decoder), for like-for-like benchmarks.
+* `small`: fast on a 2-core CPU; the quick-start default.
+* `tiny`: for the test suite only (seconds per step).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+from common.config import field, non_negative, one_of, positive
+
+ENCODERS = ("strided", "full_res")
+DECODERS = ("upsample", "residual")
+HAMILTONIANS = ("separable", "joint")
+OBJECTIVES = ("geco", "beta")
+TRAINING_MODES = ("forward", "forward_backward")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class HGNConfig:
+    """Every knob of an HGN run: architecture, objective, optimisation, data and evaluation."""
+
+    # Sequence layout.
+    input_frames: int = field(31, "frames stacked on channels for inference (k)")
+    window: int = field(31, "frames per training example, all reconstructed (rollout of window-1 steps)")
+    dt: float = field(0.125, "latent integration step per frame (the data's frame interval)")
+    image_size: int = field(32, "frame height and width (a multiple of 8)")
+    # Encoder q(z | frames).
+    encoder: str = field("strided", f"encoder architecture: {', '.join(ENCODERS)}")
+    encoder_widths: Tuple[int, ...] = field(
+        (32, 64, 64, 64, 64, 64),
+        "strided: per block (2x2 stride-2 conv, 4x4 conv) channel pairs; full_res: one 3x3 conv per entry")
+    latent_channels: int = field(32, "channels of the posterior z (mean and log-scale maps)")
+    # Transformer z -> (q, p).
+    transformer_widths: Tuple[int, ...] = field((64, 64, 64, 64), "hidden 3x3 conv channels of the z -> (q, p) transformer")
+    transformer_strides: Tuple[int, ...] = field((1, 1, 1, 1), "strides of those convs (same length)")
+    state_channels: int = field(16, "channels of q and of p (each a spatial map)")
+    # Hamiltonian.
+    hamiltonian: str = field("separable", f"Hamiltonian form: {', '.join(HAMILTONIANS)} (K(p) + V(q) or joint H(q, p))")
+    hamiltonian_widths: Tuple[int, ...] = field((32, 64, 64, 64), "hidden conv channels of each energy net (softplus)")
+    hamiltonian_kernels: Tuple[int, ...] = field((3, 2, 2, 2, 2), "kernel sizes, one per hidden conv plus the final 1-channel conv")
+    hamiltonian_strides: Tuple[int, ...] = field((1, 2, 1, 2, 1), "strides (stride 2 convs use VALID padding, others SAME)")
+    integrator: str = field("leapfrog", "common.integrators method for the latent rollout")
+    # Decoder q -> frame.
+    decoder: str = field("upsample", f"decoder architecture: {', '.join(DECODERS)}")
+    decoder_width: int = field(64, "conv channels of the decoder")
+    decoder_depth: int = field(2, "3x3 convs per x2 upsampling block (upsample decoder)")
+    # Objective.
+    variational: bool = field(True, "sample z from the posterior while training (False: deterministic, no KL)")
+    objective: str = field("geco", f"{', '.join(OBJECTIVES)}: GECO constraint on per-pixel MSE, or fixed beta-weighted KL")
+    geco_kappa: float = field(1e-3, "GECO tolerance: constraint C = mse - kappa")
+    geco_init_lambda: float = field(1.0, "initial Lagrange multiplier softplus(param)")
+    geco_learning_rate: float = field(1e-2, "Adam learning rate of the Lagrange multiplier's parameter")
+    beta: float = field(1e-3, "KL weight of the fixed-beta objective: mse + beta * kl (both per pixel)")
+    training_mode: str = field("forward", f"{', '.join(TRAINING_MODES)}")
+    # Optimisation.
+    batch_size: int = field(32, "training batch size")
+    learning_rate: float = field(1.5e-4, "Adam learning rate")
+    steps: int = field(500_000, "training steps (batches)")
+    checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
+    max_nonfinite_steps: int = field(3, "consecutive non-finite steps (skipped, never applied) before the run stops")
+    jit_compile: bool = field(True, "compile the training step with XLA")
+    compute_dtype: str = field("float32", f"encoder/decoder compute dtype: {', '.join(COMPUTE_DTYPES)} (bfloat16 uses AMX where present)")
+    seed: int = field(0, "seed of weights, posterior samples and data order")
+    # Data.
+    n_train: int = field(50_000, "training trajectories")
+    n_test: int = field(10_000, "test trajectories")
+    data_frames: int = field(32, "frames per generated trajectory (>= window and >= eval_frames)")
+    data_seed: int = field(0, "seed of the generated dataset")
+    # Evaluation.
+    eval_frames: int = field(30, "frames per evaluation rollout (the paper's 30)")
+    eval_trajectories: int = field(1000, "train and test trajectories scored by the evaluation")
+    energy_steps: int = field(1000, "rollout length for the latent energy drift")
+
+    def validate(self) -> None:
+        positive(self, "input_frames", "window", "dt", "image_size", "latent_channels", "state_channels",
+                 "decoder_width", "decoder_depth", "batch_size", "learning_rate", "steps", "checkpoint_every",
+                 "max_nonfinite_steps", "n_train", "n_test", "data_frames", "eval_frames", "eval_trajectories",
+                 "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels", "geco_init_lambda",
+                 "geco_learning_rate")
+        non_negative(self, "geco_kappa", "beta")
+        one_of(self, "encoder", ENCODERS)
+        one_of(self, "decoder", DECODERS)
+        one_of(self, "hamiltonian", HAMILTONIANS)
+        one_of(self, "objective", OBJECTIVES)
+        one_of(self, "training_mode", TRAINING_MODES)
+        one_of(self, "compute_dtype", COMPUTE_DTYPES)
+        if self.input_frames > self.window:
+            raise ValueError(f"--input-frames ({self.input_frames}) must be <= --window ({self.window})")
+        if self.window > self.data_frames or self.eval_frames > self.data_frames:
+            raise ValueError(f"--data-frames ({self.data_frames}) must be >= --window ({self.window}) "
+                             f"and >= --eval-frames ({self.eval_frames})")
+        if self.input_frames > self.eval_frames:
+            raise ValueError(f"--input-frames ({self.input_frames}) must be <= --eval-frames ({self.eval_frames})")
+        if self.image_size % 8:
+            raise ValueError(f"--image-size must be a multiple of 8, got {self.image_size}")
+        if self.encoder == "strided" and len(self.encoder_widths) != 6:
+            raise ValueError(f"--encoder-widths: the strided encoder needs 3 (stride-2, 4x4) pairs = 6 values, "
+                             f"got {len(self.encoder_widths)}")
+        if len(self.transformer_widths) != len(self.transformer_strides):
+            raise ValueError(f"--transformer-widths and --transformer-strides differ in length "
+                             f"({len(self.transformer_widths)} vs {len(self.transformer_strides)})")
+        if len(self.hamiltonian_kernels) != len(self.hamiltonian_widths) + 1 or \
+                len(self.hamiltonian_strides) != len(self.hamiltonian_widths) + 1:
+            raise ValueError("--hamiltonian-kernels and --hamiltonian-strides need one entry per hidden width plus one")
+
+
+PRESETS: Dict[str, HGNConfig] = {
+    "paper": HGNConfig(),
+    "pytorch": HGNConfig(
+        input_frames=5, window=30, encoder="full_res", encoder_widths=(32, 64, 64, 64, 64, 64, 64),
+        latent_channels=48, transformer_widths=(64, 64, 64), transformer_strides=(2, 2, 2),
+        hamiltonian="joint", hamiltonian_widths=(32, 64, 64, 64, 64, 64, 64, 64),
+        hamiltonian_kernels=(3,) * 9, hamiltonian_strides=(1,) * 9,
+        decoder="residual", decoder_width=64, objective="beta", beta=1e-3, batch_size=16,
+        steps=15_625, n_train=50_000, n_test=10_000),
+    "small": HGNConfig(
+        input_frames=5, window=12, encoder_widths=(16, 32, 32, 32, 32, 32), latent_channels=16,
+        transformer_widths=(32, 32), transformer_strides=(1, 1), hamiltonian_widths=(32, 32, 32, 32),
+        decoder_width=32, decoder_depth=1, learning_rate=1e-3, batch_size=16, steps=600,
+        checkpoint_every=200, n_train=400, n_test=100, eval_trajectories=100, energy_steps=300),
+    "tiny": HGNConfig(
+        input_frames=3, window=6, encoder_widths=(8, 8, 8, 8, 8, 8), latent_channels=8,
+        transformer_widths=(8,), transformer_strides=(1,), state_channels=4,
+        hamiltonian_widths=(8, 8), hamiltonian_kernels=(3, 2, 2), hamiltonian_strides=(1, 2, 1),
+        decoder_width=8, decoder_depth=1, learning_rate=3e-3, batch_size=4, steps=20, checkpoint_every=10,
+        n_train=16, n_test=8, data_frames=12, eval_frames=10, eval_trajectories=8, energy_steps=50,
+        jit_compile=False),
+}
+
+DEFAULT_PRESET = "small"

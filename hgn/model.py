@@ -1,0 +1,302 @@
+"""The Hamiltonian Generative Network as a Keras 3 model with its own `train_step`/`test_step`.
+
+Shapes: frames are `[B, T, H, W, 3]` floats in [0, 1] (batch, time, event); the latent state is
+a `PhaseSpace(q, p)` of `[B, 4, 4, C]` maps; latent trajectories carry a leading time axis
+`[T, B, 4, 4, C]` (the `common.trajectory` convention).
+
+Inference: the first `k = input_frames` frames, stacked on channels, give the posterior
+q(z | x) = N(mean, exp(log_scale)^2); z is mapped to (q0, p0) by the transformer. Backward
+inference feeds the last k frames in reverse time order (what the encoder sees is a forward
+movie of the time-reversed motion), and negates the inferred momentum so that the state is the
+one at the window's end in forward time; rolling it with -dt then replays the window backward.
+
+Objective (per example, normalised by T*H*W*C as in the paper):
+
+    mse = mean over frames and pixels of (x - decode(q_t))^2
+    kl  = KL(q(z | x) || N(0, I)) / (T * H * W * C)
+    GECO:  minimise kl + lambda * (mse - kappa) over the networks, lambda = softplus(phi),
+           while phi ascends lambda * (mse - kappa) (its own Adam): lambda grows while the
+           reconstruction constraint is violated and decays once it holds.
+    beta:  minimise mse + beta * kl.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from common import Hamiltonian, PhaseSpace, SeparableHamiltonian
+from common import integrators as _integrators
+from hgn.config import HGNConfig
+from hgn.networks import build_decoder, build_encoder, build_energy_nets, build_transformer
+
+# Static rollouts up to this length are unrolled in Python so XLA fuses across steps.
+_MAX_UNROLL = 64
+
+
+def _inverse_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
+
+
+class HGN(keras.Model):
+    """Hamiltonian Generative Network (Toth et al., ICLR 2020).
+
+    Args:
+      config: an `HGNConfig`.
+
+    Attributes:
+      encoder, transformer, decoder: Keras networks (see `hgn.networks`).
+      energy_nets: `{"kinetic", "potential"}` or `{"joint"}` `EnergyNet`s.
+      hamiltonian: the `common` Hamiltonian over latent maps (separable or not, by config).
+      geco_param: phi, with the Lagrange multiplier lambda = softplus(phi).
+      train_steps: batches consumed by training (the resume counter; also counts skipped steps).
+    """
+
+    def __init__(self, config: HGNConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", "hgn"), **kwargs)
+        config.validate()
+        self.config = config
+        self.encoder = build_encoder(config)
+        self.transformer = build_transformer(config)
+        self.energy_nets = build_energy_nets(config)
+        self.decoder = build_decoder(config)
+        if config.hamiltonian == "separable":
+            self.hamiltonian = SeparableHamiltonian(self.energy_nets["kinetic"], self.energy_nets["potential"],
+                                                    name="latent_hamiltonian")
+        else:
+            joint = self.energy_nets["joint"]
+            self.hamiltonian = Hamiltonian(lambda q, p: joint(tf.concat([q, p], axis=-1)), name="latent_hamiltonian")
+        self.integrator = _integrators.get(config.integrator)
+        self.geco_param = self.add_weight(
+            name="geco_param", shape=(), initializer=keras.initializers.Constant(_inverse_softplus(config.geco_init_lambda)))
+        self.train_steps = self.add_weight(name="train_steps", shape=(), dtype="int64", initializer="zeros",
+                                           trainable=False)
+        self.nonfinite_streak = self.add_weight(name="nonfinite_streak", shape=(), dtype="int64",
+                                                initializer="zeros", trainable=False)
+        self.seed_generator = keras.random.SeedGenerator(config.seed, name="posterior_seed")
+        self.geco_optimizer = keras.optimizers.Adam(config.geco_learning_rate, name="geco_adam")
+        names = ["loss", "reconstruction", "kl", "lagrange_multiplier", "energy_drift"]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    # ------------------------------------------------------------------ building blocks
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def lagrange_multiplier(self) -> tf.Tensor:
+        return tf.nn.softplus(tf.convert_to_tensor(self.geco_param))
+
+    @property
+    def network_variables(self):
+        """Variables trained by the main optimizer (every trainable weight but phi)."""
+        return [v for v in self.trainable_variables if v is not self.geco_param]
+
+    def _check_frames(self, frames, min_frames: int) -> tf.Tensor:
+        frames = tf.convert_to_tensor(frames)
+        s = self.config.image_size
+        if frames.dtype != tf.float32:
+            raise ValueError(f"frames must be float32 in [0, 1], got {frames.dtype.name}")
+        if frames.shape.rank != 5 or tuple(frames.shape[2:]) != (s, s, 3):
+            raise ValueError(f"frames must have shape [batch, time, {s}, {s}, 3], got {frames.shape}")
+        if frames.shape[1] is not None and frames.shape[1] < min_frames:
+            raise ValueError(f"need at least {min_frames} frames, got {frames.shape[1]}")
+        return frames
+
+    def posterior(self, frames: tf.Tensor, backward: bool = False):
+        """Posterior statistics from the first (or, backward, the last, time-reversed) k frames.
+
+        Returns:
+          `(mean, log_scale)`, each `[B, h, w, latent_channels]`.
+        """
+        k = self.config.input_frames
+        x = frames[:, ::-1] if backward else frames
+        x = x[:, :k]
+        x = tf.transpose(x, [0, 2, 3, 1, 4])  # [B, H, W, k, 3]: frames stacked on channels
+        shape = tf.shape(x)
+        x = tf.reshape(x, tf.concat([shape[:3], [3 * k]], 0))
+        stats = tf.cast(self.encoder(x), tf.float32)
+        mean, log_scale = tf.split(stats, 2, axis=-1)
+        return mean, log_scale
+
+    def to_state(self, z: tf.Tensor, backward: bool = False) -> PhaseSpace:
+        """Transformer: z -> PhaseSpace(q, p) (momentum negated for backward inference)."""
+        q, p = tf.split(self.transformer(z), 2, axis=-1)
+        return PhaseSpace(q, -p if backward else p)
+
+    def infer(self, frames: tf.Tensor, backward: bool = False, sample: bool = False):
+        """Initial state from frames.
+
+        Args:
+          frames: `[B, T >= k, H, W, 3]`.
+          backward: infer the state at the last frame (see the module docstring).
+          sample: draw z from the posterior (training); otherwise use its mean.
+
+        Returns:
+          `(state, mean, log_scale)`.
+        """
+        mean, log_scale = self.posterior(frames, backward)
+        z = mean
+        if sample:
+            z = mean + tf.exp(log_scale) * keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        return self.to_state(z, backward), mean, log_scale
+
+    def integrate(self, state: PhaseSpace, n_steps, dt) -> PhaseSpace:
+        """Latent trajectory `[n_steps + 1, B, ...]` from `state` with the configured integrator."""
+        static = tf.get_static_value(n_steps) if tf.is_tensor(n_steps) else n_steps
+        unroll = static is not None and int(static) <= _MAX_UNROLL
+        return _integrators.trajectory(self.hamiltonian, state, dt, int(static) if unroll else n_steps,
+                                       method=self.integrator, unroll=unroll)
+
+    def decode(self, q: tf.Tensor) -> tf.Tensor:
+        """q `[B, 4, 4, C]` -> frame `[B, H, W, 3]` in (0, 1), float32."""
+        return tf.cast(self.decoder(q), tf.float32)
+
+    def decode_trajectory(self, q: tf.Tensor) -> tf.Tensor:
+        """q along a trajectory `[T, B, 4, 4, C]` -> frames `[B, T, H, W, 3]` (one batched decoder call)."""
+        shape = tf.shape(q)
+        flat = tf.reshape(q, tf.concat([[-1], shape[2:]], 0))
+        frames = self.decode(flat)
+        frames = tf.reshape(frames, tf.concat([shape[:2], tf.shape(frames)[1:]], 0))
+        return tf.transpose(frames, [1, 0, 2, 3, 4])
+
+    def energy(self, trajectory: PhaseSpace) -> tf.Tensor:
+        """Latent H along a trajectory `[T, B, ...]` -> `[B, T]`."""
+        return tf.transpose(self.hamiltonian.trajectory_energy(trajectory, batch_ndims=1))
+
+    def rollout(self, frames: tf.Tensor, n_steps, dt: Optional[float] = None, backward: bool = False
+                ) -> Dict[str, tf.Tensor]:
+        """Infers the state from `frames` and rolls it out `n_steps` steps of `dt` (posterior mean).
+
+        Args:
+          frames: `[B, T >= k, H, W, 3]`.
+          n_steps: steps to integrate (any length; the result has n_steps + 1 frames).
+          dt: step; defaults to `config.dt` (`-config.dt` when `backward`). Rescale it to speed up
+            or slow down time; negate it to run backward.
+          backward: infer from the last k frames (state at the last frame).
+
+        Returns:
+          dict with `frames` `[B, n+1, H, W, 3]`, `q`, `p` `[B, n+1, 4, 4, C]`, `energy` `[B, n+1]`.
+        """
+        frames = self._check_frames(frames, self.config.input_frames)
+        if dt is None:
+            dt = -self.config.dt if backward else self.config.dt
+        state, _, _ = self.infer(frames, backward=backward)
+        return self._unroll(state, n_steps, dt)
+
+    def _unroll(self, state: PhaseSpace, n_steps, dt) -> Dict[str, tf.Tensor]:
+        traj = self.integrate(state, n_steps, dt)
+        return {"frames": self.decode_trajectory(traj.q),
+                "q": tf.transpose(traj.q, [1, 0, 2, 3, 4]),
+                "p": tf.transpose(traj.p, [1, 0, 2, 3, 4]),
+                "energy": self.energy(traj)}
+
+    def sample(self, n: int, n_steps, dt: Optional[float] = None, seed=None) -> Dict[str, tf.Tensor]:
+        """New trajectories from the prior z ~ N(0, I), rolled out `n_steps` steps."""
+        dt = self.config.dt if dt is None else dt
+        mean, _ = self.posterior(tf.zeros([1, self.config.input_frames, self.config.image_size,
+                                           self.config.image_size, 3]))
+        shape = tf.concat([[n], tf.shape(mean)[1:]], 0)
+        z = keras.random.normal(shape, seed=seed if seed is not None else self.seed_generator)
+        return self._unroll(self.to_state(z), n_steps, dt)
+
+    def call(self, frames, training=False):
+        """Reconstruction of a window: frames `[B, T, H, W, 3]` -> predicted `[B, T, H, W, 3]`."""
+        frames = self._check_frames(frames, self.config.input_frames)
+        state, _, _ = self.infer(frames, sample=bool(training) and self.config.variational)
+        traj = self.integrate(state, frames.shape[1] - 1, self.config.dt)
+        return self.decode_trajectory(traj.q)
+
+    def build_all(self) -> "HGN":
+        """Creates every variable (networks and both optimizers' slots) with one dummy pass."""
+        c = self.config
+        frames = tf.zeros([1, c.window, c.image_size, c.image_size, 3])
+        self.compute_losses(frames, training=False)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.network_variables)
+        if not self.geco_optimizer.built:
+            self.geco_optimizer.build([self.geco_param])
+        self.built = True
+        return self
+
+    # ------------------------------------------------------------------ objective
+    def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool):
+        c = self.config
+        state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational)
+        n = frames.shape[1] - 1
+        traj = self.integrate(state, n, -c.dt if backward else c.dt)
+        pred = self.decode_trajectory(traj.q)
+        target = frames[:, ::-1] if backward else frames
+        mse = tf.reduce_mean(tf.square(target - pred))
+        if c.variational:
+            kl = 0.5 * (tf.square(mean) + tf.exp(2.0 * log_scale) - 1.0) - log_scale
+            kl = tf.reduce_mean(tf.reduce_sum(kl, axis=[1, 2, 3])) / float(
+                frames.shape[1] * c.image_size * c.image_size * 3)
+        else:
+            kl = tf.zeros([])
+        energy = self.energy(traj)
+        drift = tf.reduce_mean(tf.abs(energy - energy[:, :1]))
+        return mse, kl, drift
+
+    def compute_losses(self, frames, training: bool = False) -> Dict[str, tf.Tensor]:
+        """The objective's terms on a batch of windows `[B, T, H, W, 3]`.
+
+        Returns:
+          dict: `loss` (minimised by the networks), `geco_loss` (minimised by phi), `reconstruction`
+          (per-pixel MSE), `kl` (per pixel), `lagrange_multiplier`, `energy_drift`
+          (mean |H_t - H_0| over the rollout).
+        """
+        c = self.config
+        frames = self._check_frames(frames, c.input_frames)
+        mse, kl, drift = self._window_terms(frames, backward=False, training=training)
+        if c.training_mode == "forward_backward":
+            mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training)
+            mse, kl, drift = (mse + mse_b) / 2.0, (kl + kl_b) / 2.0, (drift + drift_b) / 2.0
+        lam = self.lagrange_multiplier
+        if c.objective == "geco":
+            constraint = mse - c.geco_kappa
+            loss = kl + tf.stop_gradient(lam) * constraint
+            geco_loss = -lam * tf.stop_gradient(constraint)
+        else:
+            loss = mse + c.beta * kl
+            geco_loss = tf.zeros([])
+        return {"loss": loss, "geco_loss": geco_loss, "reconstruction": mse, "kl": kl,
+                "lagrange_multiplier": lam, "energy_drift": drift}
+
+    def train_step(self, data):
+        frames = data["frames"] if isinstance(data, dict) else data
+        net_vars = self.network_variables
+        with tf.GradientTape() as tape:
+            terms = self.compute_losses(frames, training=True)
+            total = terms["loss"] + terms["geco_loss"]
+        grads = tape.gradient(total, net_vars + [self.geco_param])
+        finite = tf.logical_and(_all_finite([terms["loss"], terms["geco_loss"]]), _all_finite(grads))
+
+        def apply():
+            self.optimizer.apply(grads[:-1], net_vars)
+            if self.config.objective == "geco":
+                self.geco_optimizer.apply(grads[-1:], [self.geco_param])
+            for name, tracker in self.trackers.items():
+                tracker.update_state(terms[name])
+            return tf.constant(0, tf.int64)
+
+        # A non-finite step is skipped: nothing NaN reaches the weights, so none reaches a checkpoint.
+        skipped = tf.cond(finite, apply, lambda: tf.constant(1, tf.int64))
+        self.train_steps.assign_add(1)
+        self.nonfinite_streak.assign((self.nonfinite_streak + skipped) * skipped)
+        logs = {name: t.result() for name, t in self.trackers.items()}
+        logs["nonfinite_streak"] = tf.convert_to_tensor(self.nonfinite_streak)
+        return logs
+
+    def test_step(self, data):
+        frames = data["frames"] if isinstance(data, dict) else data
+        terms = self.compute_losses(frames, training=False)
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])
+        return {name: t.result() for name, t in self.trackers.items()}

@@ -1,0 +1,128 @@
+"""The four HGN networks, built from an `HGNConfig`.
+
+All are Keras 3 layers on NHWC maps (batch axis first, event axes H, W, C):
+
+* `build_encoder`: stacked frames `[B, H, W, 3k]` -> posterior statistics `[B, h, w, 2 * latent]`.
+* `build_transformer`: z `[B, h, w, latent]` -> state `[B, 4, 4, 2 * state_channels]` (q then p).
+* `EnergyNet`: a map `[B, 4, 4, C]` -> energy `[B]`, a softplus conv net summed over space.
+* `build_decoder`: q `[B, 4, 4, state_channels]` -> frame `[B, H, W, 3]` in (0, 1).
+
+Softplus (never ReLU) in the energy nets: training differentiates through dH/dq and dH/dp, so
+the loss needs second derivatives of H, which ReLU makes zero almost everywhere.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from hgn.config import HGNConfig
+
+layers = keras.layers
+
+
+def _policy(config: HGNConfig) -> str:
+    return "mixed_bfloat16" if config.compute_dtype == "bfloat16" else "float32"
+
+
+def build_encoder(config: HGNConfig) -> keras.Sequential:
+    """Posterior network: `[B, H, W, 3 * input_frames]` -> `[B, h, w, 2 * latent_channels]`.
+
+    `strided` (paper): three blocks of (2x2 stride-2 VALID conv, 4x4 SAME conv), ReLU, to an
+    `H/8 x W/8` map. `full_res` (PyTorch re-implementation): 3x3 stride-1 convs at full
+    resolution. Both end in a linear 3x3 conv giving mean and log-scale.
+    """
+    dtype = _policy(config)
+    stack = []
+    if config.encoder == "strided":
+        w = config.encoder_widths
+        for block in range(3):
+            stack += [layers.Conv2D(w[2 * block], 2, strides=2, padding="valid", activation="relu", dtype=dtype),
+                      layers.Conv2D(w[2 * block + 1], 4, padding="same", activation="relu", dtype=dtype)]
+    else:
+        stack += [layers.Conv2D(w, 3, padding="same", activation="relu", dtype=dtype) for w in config.encoder_widths]
+    stack.append(layers.Conv2D(2 * config.latent_channels, 3, padding="same", dtype="float32"))
+    return keras.Sequential(stack, name="encoder")
+
+
+def build_transformer(config: HGNConfig) -> keras.Sequential:
+    """z -> initial state: hidden 3x3 ReLU convs, then a linear 3x3 conv to `2 * state_channels`."""
+    stack = [layers.Conv2D(w, 3, strides=s, padding="same", activation="relu")
+             for w, s in zip(config.transformer_widths, config.transformer_strides)]
+    stack.append(layers.Conv2D(2 * config.state_channels, 3, padding="same"))
+    return keras.Sequential(stack, name="transformer")
+
+
+class EnergyNet(keras.layers.Layer):
+    """A scalar energy of a spatial map: softplus convs, a linear 1-channel conv, summed over space.
+
+    Args:
+      widths: hidden conv channels.
+      kernels: kernel sizes (one per hidden conv plus the final conv).
+      strides: strides (same length as kernels); stride-2 convs use VALID padding as in the paper.
+    """
+
+    def __init__(self, widths, kernels, strides, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = []
+        for i, k in enumerate(kernels):
+            last = i == len(kernels) - 1
+            s = strides[i]
+            self.convs.append(layers.Conv2D(1 if last else widths[i], k, strides=s,
+                                            padding="valid" if s > 1 else "same",
+                                            activation=None if last else "softplus",
+                                            # a constant offset of H changes no dynamics: no bias
+                                            use_bias=not last))
+
+    def call(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        return tf.reduce_sum(x, axis=[1, 2, 3])
+
+
+def build_energy_nets(config: HGNConfig) -> dict:
+    """`{"kinetic": K(p), "potential": V(q)}` for the separable form, `{"joint": H(q ++ p)}` otherwise."""
+    args = (config.hamiltonian_widths, config.hamiltonian_kernels, config.hamiltonian_strides)
+    if config.hamiltonian == "separable":
+        return {"kinetic": EnergyNet(*args, name="kinetic"), "potential": EnergyNet(*args, name="potential")}
+    return {"joint": EnergyNet(*args, name="hamiltonian")}
+
+
+class ResidualUpsample(keras.layers.Layer):
+    """The PyTorch re-implementation's decoder block: x2 nearest upsampling, two 3x3 leaky-ReLU
+    convs, a 1x1 projection of the skip when channels differ, sigmoid of the sum."""
+
+    def __init__(self, width: int, in_channels: int, dtype=None, **kwargs):
+        super().__init__(dtype=dtype, **kwargs)
+        self.up = layers.UpSampling2D(2, interpolation="nearest", dtype=dtype)
+        self.conv1 = layers.Conv2D(width, 3, padding="same", dtype=dtype)
+        self.conv2 = layers.Conv2D(width, 3, padding="same", dtype=dtype)
+        self.skip = layers.Conv2D(width, 1, dtype=dtype) if in_channels != width else None
+
+    def call(self, x):
+        x = self.up(x)
+        residual = self.skip(x) if self.skip is not None else x
+        h = tf.nn.leaky_relu(self.conv1(x), 0.01)
+        h = tf.nn.leaky_relu(self.conv2(h), 0.01)
+        return tf.sigmoid(h + residual)
+
+
+def build_decoder(config: HGNConfig) -> keras.Sequential:
+    """q `[B, 4, 4, C]` -> frame `[B, H, W, 3]`: three x2 upsampling blocks, then a sigmoid 3x3 conv.
+
+    `upsample` (paper): nearest upsampling and `decoder_depth` 3x3 convs with leaky ReLU 0.2.
+    `residual` (PyTorch re-implementation): `ResidualUpsample` blocks.
+    """
+    dtype = _policy(config)
+    stack = []
+    channels = config.state_channels
+    for _ in range(3):
+        if config.decoder == "upsample":
+            stack.append(layers.UpSampling2D(2, interpolation="nearest", dtype=dtype))
+            stack += [layers.Conv2D(config.decoder_width, 3, padding="same", dtype=dtype,
+                                    activation="leaky_relu")  # Keras's default slope is 0.2
+                      for _ in range(config.decoder_depth)]
+        else:
+            stack.append(ResidualUpsample(config.decoder_width, channels, dtype=dtype))
+        channels = config.decoder_width
+    stack.append(layers.Conv2D(3, 3, padding="same", activation="sigmoid", dtype="float32"))
+    return keras.Sequential(stack, name="decoder")

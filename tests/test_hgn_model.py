@@ -1,0 +1,216 @@
+"""HGN model: physics of the latent rollout, gradients, the objective and a few training steps.
+
+Everything runs on the `tiny` preset and a synthetic moving-disk movie (no dependence on `data`).
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import PhaseSpace
+from common import integrators
+from hgn import HGN, PRESETS
+
+
+def _disk_movies(n, frames, size=32, dt=0.125, seed=0):
+    """A red disk swinging along x, like a linear oscillator: [n, frames, size, size, 3] in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) * dt
+    amp = rng.uniform(0.2, 0.35, n)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, n)[:, None]
+    cx = 0.5 + amp * np.cos(2.0 * t[None] + phase)
+    grid = (np.arange(size) + 0.5) / size
+    d2 = (grid[None, None, None, :] - cx[:, :, None, None]) ** 2 + (grid[None, None, :, None] - 0.5) ** 2
+    mask = 1.0 / (1.0 + np.exp((np.sqrt(d2) - 0.12) * 80.0))
+    out = np.empty((n, frames, size, size, 3), np.float32)
+    background = np.array([0.321, 0.349, 0.368], np.float32)
+    out[:] = background
+    out = out * (1 - mask[..., None]) + mask[..., None] * np.array([1.0, 0.0, 0.0], np.float32)
+    return out.astype(np.float32)
+
+
+def _tiny(**overrides):
+    return dataclasses.replace(PRESETS["tiny"], **overrides)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    m = HGN(_tiny(objective="beta"))
+    m.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return m.build_all()
+
+
+@pytest.fixture(scope="module")
+def joint_model():
+    keras.utils.set_random_seed(2)
+    m = HGN(_tiny(hamiltonian="joint"))
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return m.build_all()
+
+
+def _strengthen(m, factor):
+    """Scales the energy nets' output kernels so the random-init dynamics move O(1) in O(1) time
+    (a freshly initialised H is nearly flat and would make every physics check trivially pass)."""
+    for net in m.energy_nets.values():
+        kernel = net.convs[-1].kernel
+        kernel.assign(kernel * factor)
+    return m
+
+
+@pytest.fixture(scope="module")
+def dynamics_model():
+    keras.utils.set_random_seed(5)
+    m = HGN(_tiny(hamiltonian_widths=(16, 16)))
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return _strengthen(m.build_all(), 30.0)
+
+
+@pytest.fixture(scope="module")
+def joint_dynamics_model():
+    keras.utils.set_random_seed(6)
+    m = HGN(_tiny(hamiltonian="joint", hamiltonian_widths=(16, 16)))
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return _strengthen(m.build_all(), 30.0)
+
+
+def _random_state(shape=(3, 4, 4, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    return PhaseSpace(tf.constant(rng.normal(size=shape), tf.float32), tf.constant(rng.normal(size=shape), tf.float32))
+
+
+def test_energy_nets_use_softplus_never_relu(model):
+    for net in model.energy_nets.values():
+        acts = [conv.activation.__name__ for conv in net.convs[:-1]]
+        assert acts and all(a == "softplus" for a in acts), acts
+
+
+def test_backward_rollout_inverts_forward_for_separable_h(dynamics_model):
+    state = _random_state()
+    n = 20
+    fwd = dynamics_model.integrate(state, n, 0.125)
+    assert np.abs(fwd.q[-1].numpy() - state.q.numpy()).max() > 0.1  # it really moves
+    end = PhaseSpace(fwd.q[-1], fwd.p[-1])
+    back = dynamics_model.integrate(end, n, -0.125)
+    # Leapfrog on a separable H is time-symmetric: float32 round-off only (tolerance 1e-5 absolute
+    # on O(1) states).
+    np.testing.assert_allclose(back.q[-1].numpy(), state.q.numpy(), atol=1e-5)
+    np.testing.assert_allclose(back.p[-1].numpy(), state.p.numpy(), atol=1e-5)
+    # The backward trajectory retraces the forward one frame by frame.
+    np.testing.assert_allclose(back.q.numpy()[::-1], fwd.q.numpy(), atol=1e-5)
+
+
+def test_backward_rollout_approximately_inverts_joint_h(joint_dynamics_model):
+    joint_model = joint_dynamics_model
+    # The explicit leapfrog for a non-separable H is not exactly reversible (first order): the
+    # round trip misses by a few percent of the motion at dt = 0.125 and the miss shrinks with dt.
+    state = _random_state(seed=1)
+
+    def round_trip(n, dt):
+        fwd = joint_model.integrate(state, n, dt)
+        back = joint_model.integrate(PhaseSpace(fwd.q[-1], fwd.p[-1]), n, -dt)
+        motion = np.abs(fwd.q[-1].numpy() - state.q.numpy()).max()
+        return np.abs(back.q[-1].numpy() - state.q.numpy()).max(), motion
+
+    err, motion = round_trip(10, 0.125)
+    err_half, _ = round_trip(20, 0.0625)
+    assert motion > 0.1
+    assert err <= 0.1 * motion, (err, motion)
+    assert err_half <= err / 1.5, (err, err_half)
+
+
+def test_half_step_twice_as_many_steps_matches(dynamics_model):
+    model = dynamics_model
+    state = _random_state(seed=2)
+    n = 8
+    coarse = model.integrate(state, n, 0.125)
+    fine = model.integrate(state, 2 * n, 0.0625)
+    finer = model.integrate(state, 4 * n, 0.03125)
+    motion = np.abs(finer.q[-1].numpy() - state.q.numpy()).max()
+    err_coarse = np.abs(coarse.q[-1].numpy() - finer.q[-1].numpy()).max()
+    err_fine = np.abs(fine.q[-1].numpy() - finer.q[-1].numpy()).max()
+    # Same time span, same end state within 2% of the motion; and the error shrinks with dt as
+    # leapfrog's second order predicts (err(dt) / err(dt/2) = 5 against a dt/4 reference; >= 3 asked).
+    assert err_fine <= 0.02 * motion, (err_fine, motion)
+    assert err_coarse / max(err_fine, 1e-9) >= 3.0, (err_coarse, err_fine)
+    # Frame k of the coarse rollout is frame 2k of the fine one.
+    np.testing.assert_allclose(coarse.q.numpy(), fine.q.numpy()[::2], atol=0.05 * motion + 1e-6)
+
+
+def test_joint_leapfrog_uses_dh_dp_not_p(joint_dynamics_model):
+    joint_model = joint_dynamics_model
+    state = _random_state(seed=3)
+    h = joint_model.hamiltonian
+    new, _ = integrators.get("leapfrog").step(h, state, tf.constant(0.1), None)
+    # Reproduce the half-kick and drift by hand with dH/dp (the correct velocity).
+    p_half = state.p - 0.05 * h.dh_dq(state.q, state.p)
+    q_new = state.q + 0.1 * h.dh_dp(state.q, p_half)
+    np.testing.assert_allclose(new.q.numpy(), q_new.numpy(), rtol=1e-5, atol=1e-6)
+    q_wrong = state.q + 0.1 * p_half
+    assert np.abs(new.q.numpy() - q_wrong.numpy()).max() > 1e-3
+
+
+def test_every_trainable_variable_gets_a_finite_gradient(joint_model):
+    frames = tf.constant(_disk_movies(2, joint_model.config.window))
+    with tf.GradientTape() as tape:
+        terms = joint_model.compute_losses(frames, training=True)
+        total = terms["loss"] + terms["geco_loss"]
+    grads = tape.gradient(total, joint_model.trainable_variables)
+    for v, g in zip(joint_model.trainable_variables, grads):
+        assert g is not None, v.path
+        assert np.all(np.isfinite(g.numpy())), v.path
+
+
+def test_geco_multiplier_rises_while_constraint_violated(joint_model):
+    # mse of an untrained model >> kappa = 1e-3, so d(geco_loss)/d(phi) < 0: lambda must grow.
+    frames = tf.constant(_disk_movies(2, joint_model.config.window))
+    with tf.GradientTape() as tape:
+        terms = joint_model.compute_losses(frames)
+    g = tape.gradient(terms["geco_loss"], joint_model.geco_param)
+    assert float(terms["reconstruction"]) > joint_model.config.geco_kappa
+    assert float(g) < 0.0
+
+
+def test_rollout_shapes_any_length_and_bad_input(model):
+    c = model.config
+    frames = tf.constant(_disk_movies(2, c.input_frames))
+    out = model.rollout(frames, 37)
+    assert out["frames"].shape == (2, 38, 32, 32, 3)
+    assert out["q"].shape == out["p"].shape == (2, 38, 4, 4, c.state_channels)
+    assert out["energy"].shape == (2, 38)
+    back = model.rollout(frames, 5, backward=True)
+    assert back["frames"].shape == (2, 6, 32, 32, 3)
+    assert model.sample(3, 4)["frames"].shape == (3, 5, 32, 32, 3)
+    with pytest.raises(ValueError, match="shape"):
+        model.rollout(tf.zeros([2, 5, 16, 16, 3]), 3)
+    with pytest.raises(ValueError, match="float32"):
+        model.rollout(tf.zeros([2, 5, 32, 32, 3], tf.float64), 3)
+
+
+def test_tiny_model_trains_and_loss_falls(model):
+    c = model.config
+    movies = _disk_movies(32, c.window, seed=4)
+    ds = tf.data.Dataset.from_tensor_slices({"frames": movies}).shuffle(32, seed=0).batch(c.batch_size).repeat()
+    before = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
+    model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
+    after = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
+    # 40 Adam steps on a single-disk movie: the per-pixel MSE drops by at least a quarter.
+    assert after < 0.75 * before, (before, after)
+    assert int(model.train_steps.numpy()) == 40
+
+
+def test_nonfinite_step_is_skipped_not_applied():
+    keras.utils.set_random_seed(3)
+    m = HGN(_tiny(objective="beta"))
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    m.build_all()
+    before = [w.numpy().copy() for w in m.weights]
+    bad = np.full((4, m.config.window, 32, 32, 3), np.nan, np.float32)
+    logs = m.train_step({"frames": tf.constant(bad)})
+    assert int(logs["nonfinite_streak"]) == 1
+    for b, w in zip(before, m.weights):
+        if w.path.endswith("train_steps") or w.path.endswith("nonfinite_streak"):
+            continue
+        np.testing.assert_array_equal(b, w.numpy(), err_msg=w.path)
