@@ -1,0 +1,100 @@
+"""The shared command-line config and crash-safe file helpers (common/config.py, common/runs.py)."""
+import dataclasses
+import json
+import os
+from typing import Optional, Tuple
+
+import pytest
+
+from common.config import field, from_dict, parse_config, positive, to_dict
+from common.runs import atomic_directory, atomic_write_json, check_writable_dir, run_cli, RunError
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    steps: int = field(100, "training steps")
+    lr: float = field(1e-3, "learning rate")
+    widths: Tuple[int, ...] = field((64, 64), "hidden widths")
+    jit: bool = field(True, "compile with XLA")
+    seed: Optional[int] = field(None, "random seed")
+
+    def validate(self):
+        positive(self, "steps", "lr", "widths")
+
+
+PRESETS = {"small": Toy(steps=5), "paper": Toy()}
+
+
+def test_preset_then_flags():
+    config, _ = parse_config(Toy, PRESETS, "small", ["--widths", "32,16", "--no-jit", "--seed", "3"])
+    assert config == Toy(steps=5, widths=(32, 16), jit=False, seed=3)
+    config, _ = parse_config(Toy, PRESETS, "small", ["--preset", "paper", "--lr", "0.5"])
+    assert config == Toy(lr=0.5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "-1"], "--steps must be > 0, got -1"),
+    (["--steps", "abc"], "--steps expects an integer, got 'abc'"),
+    (["--lr", "nan"], "--lr expects a finite number"),
+    (["--widths", "64,0"], "--widths must be > 0"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+])
+def test_bad_values_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(Toy, PRESETS, "small", argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_round_trips_through_json():
+    config = Toy(widths=(8, 4), seed=7)
+    assert from_dict(Toy, json.loads(json.dumps(to_dict(config)))) == config
+    with pytest.raises(ValueError, match="unknown config fields"):
+        from_dict(Toy, {"stepz": 3})
+
+
+def test_atomic_json_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"a": 1})
+    with pytest.raises(ValueError):
+        atomic_write_json(path, {"a": float("nan")})  # NaN is refused, never written
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "export"
+    with atomic_directory(target) as tmp:
+        (tmp / "v").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "v").write_text("2")
+            raise RuntimeError("crash mid-export")
+    assert (target / "v").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_dir_is_named(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(RunError, match="--run-dir"):
+        check_writable_dir(locked / "run")
+
+
+def test_unwritable_dir_under_a_file_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RunError, match="--run-dir .* is not writable"):
+        check_writable_dir(blocker / "run")
+
+
+def test_run_cli_prints_one_line(capsys):
+    def failing(argv):
+        raise RuntimeError("checkpoint  is\n corrupted")
+
+    assert run_cli(failing, []) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint is corrupted" in err and "Traceback" not in err
+    assert run_cli(failing, ["--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
