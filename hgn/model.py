@@ -254,6 +254,8 @@ class HGN(keras.Model):
         """
         c = self.config
         frames = self._check_frames(frames, c.input_frames)
+        if frames.shape[1] is None:  # pipelines lose the static window length; the rollout needs it
+            frames = tf.ensure_shape(frames, [None, c.window, c.image_size, c.image_size, 3])
         mse, kl, drift = self._window_terms(frames, backward=False, training=training)
         if c.training_mode == "forward_backward":
             mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training)

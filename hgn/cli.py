@@ -1,0 +1,165 @@
+"""The `train_hgn.py` command line: parse, prepare data, train, evaluate, write the run directory.
+
+Run directory layout:
+
+    config.json            the full config, dataset and data directory of the run
+    checkpoints/           tf.train checkpoints (networks, both optimizers, GECO, step counter)
+    logs/                  TensorBoard
+    metrics.json           evaluation (see hgn.evaluation) and timings
+    rollout_{forward,backward}.{png,gif}, mse_over_time.png, latent_energy.png, samples.gif
+    saved_model/           SavedModel (see hgn.export)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from common import config as config_lib
+from common.runs import RunError, atomic_write_json, check_writable_dir
+from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
+
+DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
+
+  python train_hgn.py --dataset pendulum                     # small preset, runs/hgn-pendulum
+  python train_hgn.py --dataset mass_spring --preset paper --run-dir runs/ms-paper
+  python train_hgn.py --run-dir runs/hgn-pendulum --resume   # continue an interrupted run
+  python train_hgn.py --run-dir runs/hgn-pendulum --resume --eval-only
+
+The dataset is generated into --data-dir on first use. With --resume the run's saved config is
+used; config flags given on the command line (e.g. a larger --steps) override it.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser: run flags, then one flag per `HGNConfig` field."""
+    parser = config_lib.config_parser(HGNConfig, PRESETS, DEFAULT_PRESET, description=DESCRIPTION)
+    run = parser.add_argument_group("run")
+    run.add_argument("--dataset", default=None,
+                     help="physics system: pendulum, mass_spring, double_pendulum, two_body, three_body "
+                          "(default: pendulum, or the resumed run's)")
+    run.add_argument("--run-dir", default=None, help="output directory (default: runs/hgn-DATASET)")
+    run.add_argument("--data-dir", default=None, help="TFDS data directory (default: the data package's, datasets/)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    run.add_argument("--eval-only", action="store_true", help="with --resume: only evaluate and re-export")
+    run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                     help="0 silent, 1 progress bar, 2 one line per checkpoint interval (default 1)")
+    run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return parser
+
+
+def _resolve(argv: Optional[Sequence[str]]):
+    import data
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.eval_only and not args.resume:
+        parser.error("--eval-only needs --resume (there is nothing to evaluate in a fresh run)")
+    if args.resume and args.run_dir is None:
+        parser.error("--resume needs --run-dir")
+    saved = None
+    if args.resume:
+        run_dir = Path(args.run_dir)
+        if not run_dir.is_dir():
+            parser.error(f"--resume: run directory {str(run_dir)!r} does not exist")
+        try:
+            saved = json.loads((run_dir / "config.json").read_text())
+        except FileNotFoundError:
+            parser.error(f"--resume: {str(run_dir / 'config.json')!r} is missing; not a train_hgn.py run directory")
+    dataset = args.dataset or (saved["dataset"] if saved else "pendulum")
+    if dataset not in data.SYSTEMS:
+        parser.error(f"unknown --dataset {dataset!r}; valid: {', '.join(data.SYSTEMS)}")
+    if saved and saved["dataset"] != dataset:
+        parser.error(f"--resume: the run in {args.run_dir!r} trained on {saved['dataset']!r}, not {dataset!r}")
+    try:
+        if saved:
+            base = config_lib.from_dict(HGNConfig, saved["config"])
+            config = config_lib.config_from_args(HGNConfig, {args.preset: base}, args)
+        else:
+            config = config_lib.config_from_args(HGNConfig, PRESETS, args)
+    except ValueError as e:
+        parser.error(str(e))
+    run_dir = Path(args.run_dir or f"runs/hgn-{dataset}")
+    data_dir = args.data_dir or (saved or {}).get("data_dir")
+    return args, config, dataset, run_dir, data_dir
+
+
+def _load_eval_split(builder, split: str, config: HGNConfig, n: int) -> Dict[str, np.ndarray]:
+    import data
+
+    n = min(n, builder.info.splits[split].num_examples)
+    ds = data.make_dataset(None, split, builder=builder, window=config.eval_frames, batch_size=n, shuffle=False,
+                           window_start=0, drop_remainder=False)
+    batch = next(iter(ds))
+    return {"frames": batch["frames"].numpy(), "x": batch["x"].numpy()}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `train_hgn.py` (see `DESCRIPTION`); returns the exit status."""
+    args, config, dataset, run_dir, data_dir = _resolve(argv)
+    check_writable_dir(run_dir)
+    import data
+    import tensorflow as tf
+
+    from hgn import evaluation, export, plots, training
+
+    say = (lambda *a: print(*a, flush=True)) if args.verbose else (lambda *a: None)
+    data_dir = data_dir or data.DEFAULT_DATA_DIR
+    if not args.resume:
+        if (run_dir / training.CHECKPOINT_DIR).exists() and any((run_dir / training.CHECKPOINT_DIR).iterdir()):
+            raise RunError(f"--run-dir {str(run_dir)!r} already holds checkpoints; pass --resume to continue it "
+                           f"or choose another --run-dir")
+    atomic_write_json(run_dir / "config.json", {"dataset": dataset, "data_dir": str(data_dir),
+                                                "config": config_lib.to_dict(config)})
+    t0 = time.time()
+    say(f"preparing {dataset} ({config.n_train} train / {config.n_test} test trajectories) in {data_dir}")
+    builder = data.prepare(dataset, data_dir=data_dir, n_train=config.n_train, n_test=config.n_test,
+                           n_frames=config.data_frames, dt=config.dt, image_size=config.image_size,
+                           seed=config.data_seed)
+    t_data = time.time() - t0
+
+    model = training.build_model(config)
+    manager = training.checkpoint_manager(model, run_dir)
+    restored = training.restore_latest(model, manager, required=args.resume)
+    start = int(model.train_steps.numpy())
+    if restored:
+        say(f"resumed from {restored} at step {start}")
+    t1 = time.time()
+    if not args.eval_only:
+        ds = data.make_dataset(dataset, "train", builder=builder, window=config.window, batch_size=config.batch_size,
+                               shuffle=True, seed=config.seed, repeat=True)
+        training.train(model, ds, run_dir, manager=manager, verbose=args.verbose)
+    t_train = time.time() - t1
+    end = int(model.train_steps.numpy())
+
+    say("evaluating")
+    t2 = time.time()
+    train_arrays = _load_eval_split(builder, "train", config, config.eval_trajectories)
+    test_arrays = _load_eval_split(builder, "test", config, config.eval_trajectories)
+    n_fine = min(64, config.eval_trajectories)
+    fine = data.generate_arrays(dataset, n_fine, n_frames=2 * (config.eval_frames - 1) + 1, dt=config.dt / 2,
+                                image_size=config.image_size, seed=config.data_seed + 7919)["images"]
+    metrics = evaluation.evaluate(model, train_arrays, test_arrays, fine_test=fine)
+    samples = model.sample(8, config.eval_frames - 1, seed=config.seed + 1)["frames"].numpy()
+    files = plots.save_run_plots(run_dir, metrics, test_arrays["frames"], samples, config.input_frames, config.dt)
+    export.export(model, run_dir / "saved_model")
+    t_eval = time.time() - t2
+
+    trained = end - start
+    result = {
+        "dataset": dataset, "step": end, "resumed_from_step": start if restored else None,
+        "config": config_lib.to_dict(config), "files": files,
+        "timing_seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "eval_export": round(t_eval, 1)},
+        "train_samples_per_second": round(trained * config.batch_size / t_train, 2) if trained and t_train else None,
+        "command": " ".join(["train_hgn.py", *(sys.argv[1:] if argv is None else argv)]),
+        **evaluation.public(metrics),
+    }
+    atomic_write_json(run_dir / "metrics.json", result)
+    say(f"step {end}: test MSE x1e-4 forward {metrics['test_forward']['mse_x1e4']:.2f}, "
+        f"backward {metrics['test_backward']['mse_x1e4']:.2f}; wrote {run_dir}")
+    return 0

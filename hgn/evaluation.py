@@ -1,0 +1,181 @@
+"""How good is a trained HGN: rollout MSE, VPT, energy drift, time rescaling, latent R^2.
+
+Conventions (the paper's and Botev et al. 2021's):
+
+* Per-pixel MSE with pixels in [0, 1], averaged over every frame of a `eval_frames`-frame
+  rollout (inference frames included, as the paper's `include_inference` split does), reported
+  x 1e-4. Forward: infer from the first k frames, roll forward. Backward: infer from the last k
+  frames, roll backward with -dt.
+* VPT: per trajectory, mse_norm_t = mean((gt - pred)^2) / mean(gt^2) over the extrapolated
+  frames t >= k; VPT is the number of extrapolated frames before the first one above 0.025
+  (all of them if none is); the median over trajectories is reported.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from hgn.model import HGN
+
+VPT_THRESHOLD = 0.025
+_ROLLOUT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _batched(fn, arrays, batch_size: int):
+    outs = []
+    n = len(arrays[0])
+    for i in range(0, n, batch_size):
+        outs.append(fn(*[a[i:i + batch_size] for a in arrays]))
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def rollout_predictions(model: HGN, frames: np.ndarray, backward: bool = False, batch_size: int = 64,
+                        n_steps: Optional[int] = None, dt: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """Rollouts from trajectories `[N, T, H, W, 3]`, aligned with them in forward time.
+
+    Returns:
+      dict of NumPy `frames` `[N, n+1, H, W, 3]`, `q`, `p`, `energy`; for `backward`, time runs
+      forward (index t is frame t), like the ground truth.
+    """
+    n_steps = frames.shape[1] - 1 if n_steps is None else n_steps
+    fn = _rollout_fn(model, backward, n_steps, dt)
+
+    def run(f):
+        out = fn(tf.constant(f))
+        out = {k: v.numpy() for k, v in out.items()}
+        if backward:
+            out = {k: v[:, ::-1] for k, v in out.items()}
+        return out
+
+    return _batched(run, [frames], batch_size)
+
+
+def _rollout_fn(model: HGN, backward: bool, n_steps: int, dt: Optional[float]):
+    # One traced function per model and rollout kind, shared by every batch and call.
+    cache = _ROLLOUT_FNS.setdefault(model, {})
+    key = (backward, n_steps, dt)
+    if key not in cache:
+        s = model.config.image_size
+        cache[key] = tf.function(lambda f: model.rollout(f, n_steps, dt=dt, backward=backward),
+                                 input_signature=[tf.TensorSpec([None, None, s, s, 3], tf.float32)])
+    return cache[key]
+
+
+def per_frame_mse(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-trajectory, per-frame MSE `[N, T]`."""
+    return np.mean(np.square(gt.astype(np.float64) - pred), axis=(2, 3, 4))
+
+
+def valid_prediction_time(gt: np.ndarray, pred: np.ndarray, start: int) -> np.ndarray:
+    """VPT per trajectory: extrapolated frames (from `start`) before mse_norm exceeds 0.025."""
+    err = per_frame_mse(gt, pred)[:, start:]
+    norm = np.mean(np.square(gt.astype(np.float64)), axis=(2, 3, 4))[:, start:]
+    bad = err / np.maximum(norm, 1e-12) > VPT_THRESHOLD
+    return np.where(bad.any(axis=1), bad.argmax(axis=1), bad.shape[1]).astype(np.int64)
+
+
+def score_rollouts(model: HGN, frames: np.ndarray, backward: bool) -> Dict[str, object]:
+    """MSE x 1e-4, per-frame MSE curve and median VPT of rollouts over `frames` `[N, T, ...]`."""
+    pred = rollout_predictions(model, frames, backward=backward)
+    curve = per_frame_mse(frames, pred["frames"])
+    k = model.config.input_frames
+    # Backward inference sees the last k frames: its extrapolation runs from T-k-1 down to 0.
+    gt_x = frames[:, ::-1] if backward else frames
+    pred_x = pred["frames"][:, ::-1] if backward else pred["frames"]
+    vpt = valid_prediction_time(gt_x, pred_x, k)
+    return {"mse_x1e4": float(curve.mean() * 1e4), "per_frame_mse": curve.mean(axis=0).tolist(),
+            "vpt_median_frames": float(np.median(vpt)), "vpt_mean_frames": float(vpt.mean()),
+            "_pred": pred}
+
+
+def energy_drift(model: HGN, frames: np.ndarray, n_steps: int) -> Dict[str, object]:
+    """Latent energy along an `n_steps` rollout from each trajectory's inferred state.
+
+    H has no natural zero or scale, so the drift is reported relative to the spread of the
+    initial energies across trajectories: max_t |H_t - H_0| / std(H_0).
+    """
+    out = rollout_predictions(model, frames[:, :model.config.input_frames], n_steps=n_steps, batch_size=32)
+    energy = out["energy"].astype(np.float64)
+    dev = np.abs(energy - energy[:, :1])
+    scale = float(np.std(energy[:, 0])) or 1.0
+    return {"steps": n_steps, "max_abs_drift_mean": float(dev.max(axis=1).mean()),
+            "final_abs_drift_mean": float(dev[:, -1].mean()), "initial_energy_std": scale,
+            "relative_drift": float(dev.max(axis=1).mean() / scale),
+            "_energy": energy}
+
+
+def time_rescaling(model: HGN, fine_frames: np.ndarray) -> Dict[str, float]:
+    """Rolls out with dt/2 and twice the steps against ground truth rendered at dt/2.
+
+    Args:
+      fine_frames: `[N, 2 T - 1, H, W, 3]` ground truth at interval dt/2; inference uses every
+        other frame (interval dt, what the encoder was trained on).
+    """
+    coarse = fine_frames[:, ::2]
+    half = rollout_predictions(model, coarse, n_steps=fine_frames.shape[1] - 1, dt=model.config.dt / 2)
+    base = rollout_predictions(model, coarse)
+    return {"half_dt_mse_x1e4": float(per_frame_mse(fine_frames, half["frames"]).mean() * 1e4),
+            "half_dt_odd_frames_mse_x1e4": float(per_frame_mse(fine_frames[:, 1::2], half["frames"][:, 1::2]).mean() * 1e4),
+            "base_dt_mse_x1e4": float(per_frame_mse(coarse, base["frames"]).mean() * 1e4),
+            "frames": int(fine_frames.shape[1])}
+
+
+def _design(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    flat = np.concatenate([q.reshape(q.shape[0], q.shape[1], -1), p.reshape(p.shape[0], p.shape[1], -1)], -1)
+    return flat.reshape(-1, flat.shape[-1]).astype(np.float64)
+
+
+def latent_r2(train_latent, train_x: np.ndarray, test_latent, test_x: np.ndarray, ridge: float = 1e-2) -> Dict[str, object]:
+    """R^2 on test of a ridge-regularised linear map from the latent (q, p) to the true (q, p).
+
+    The map is fit on training trajectories' rollouts and scored on test rollouts, frame by frame.
+    `*_latent` are `(q, p)` pairs `[N, T, ...]`; `*_x` are `[N, T, 2 d]`.
+    """
+    a, b = _design(*train_latent), train_x.reshape(-1, train_x.shape[-1]).astype(np.float64)
+    mu_a, sd_a = a.mean(0), a.std(0) + 1e-8
+    mu_b = b.mean(0)
+    a_n = (a - mu_a) / sd_a
+    w = np.linalg.solve(a_n.T @ a_n + ridge * len(a_n) * np.eye(a_n.shape[1]), a_n.T @ (b - mu_b))
+    at = (_design(*test_latent) - mu_a) / sd_a
+    bt = test_x.reshape(-1, test_x.shape[-1]).astype(np.float64)
+    pred = at @ w + mu_b
+    ss_res = ((bt - pred) ** 2).sum(0)
+    ss_tot = ((bt - bt.mean(0)) ** 2).sum(0) + 1e-12
+    r2 = 1.0 - ss_res / ss_tot
+    return {"r2_mean": float(r2.mean()), "r2_per_dim": r2.tolist()}
+
+
+def evaluate(model: HGN, train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
+             fine_test: Optional[np.ndarray] = None) -> Dict[str, object]:
+    """Every metric on `{"frames": [N, T, ...], "x": [N, T, 2d]}` train and test trajectories.
+
+    Returns:
+      A JSON-ready dict, plus private `_`-prefixed arrays for the plots (strip them before saving).
+    """
+    metrics: Dict[str, object] = {}
+    preds = {}
+    for split, arrays in (("train", train), ("test", test)):
+        for direction in ("forward", "backward"):
+            scores = score_rollouts(model, arrays["frames"], backward=direction == "backward")
+            preds[(split, direction)] = scores.pop("_pred")
+            metrics[f"{split}_{direction}"] = scores
+        metrics[f"{split}_mse_x1e4_mean"] = 0.5 * (metrics[f"{split}_forward"]["mse_x1e4"]
+                                                   + metrics[f"{split}_backward"]["mse_x1e4"])
+    metrics["energy"] = energy_drift(model, test["frames"][:32], model.config.energy_steps)
+    if fine_test is not None:
+        metrics["time_rescaling"] = time_rescaling(model, fine_test)
+    fwd_train, fwd_test = preds[("train", "forward")], preds[("test", "forward")]
+    metrics["latent_r2"] = latent_r2((fwd_train["q"], fwd_train["p"]), train["x"],
+                                     (fwd_test["q"], fwd_test["p"]), test["x"])
+    metrics["_preds"] = preds
+    return metrics
+
+
+def public(metrics: Dict[str, object]) -> Dict[str, object]:
+    """`metrics` without the private `_` arrays (what goes into metrics.json)."""
+    if isinstance(metrics, dict):
+        return {k: public(v) for k, v in metrics.items() if not k.startswith("_")}
+    return metrics
