@@ -1,0 +1,256 @@
+"""The NHF bijector and density model: invertibility, volume preservation, bounds, TFP plumbing."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from nhf.bijector import NeuralHamiltonianFlow
+from nhf.density import HamiltonianFlowDensity, build_density, effective_sample_size
+from nhf.networks import ACTIVATIONS, ScalarMLP
+from nhf.priors import PRIORS, make_prior
+
+tfd, tfb = tfp.distributions, tfp.bijectors
+
+
+def random_flow(dim=2, dtype=tf.float64, kinetic="learned", seed=1, **kw):
+    """A flow far from the identity: O(1) output layers, unit mass, integration time 1."""
+    kw = {"num_hamiltonians": 2, "n_steps": 5, "step_size": 0.1, "widths": (16, 16), **kw}
+    return NeuralHamiltonianFlow(dim, kinetic=kinetic, init_scale=2.0, dtype=dtype, seed=seed, **kw)
+
+
+@pytest.fixture(scope="module")
+def flow64():
+    return random_flow()
+
+
+@pytest.fixture(scope="module")
+def states():
+    return np.random.default_rng(0).normal(size=(256, 4)) * 1.5
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_analytic_energy_gradient_matches_autodiff(activation):
+    net = ScalarMLP(3, (16, 8), activation, tf.float64, seed=3, out_scale=1.0)
+    x = tf.constant(np.random.default_rng(1).normal(size=(5, 4, 3)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        e = tf.reduce_sum(net(x))
+    np.testing.assert_allclose(net.grad(x).numpy(), tape.gradient(e, x).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("kinetic", ["learned", "fixed"])
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+def test_inverse_undoes_forward_on_fresh_tensors(kinetic, mode, states):
+    flow = random_flow(kinetic=kinetic)
+    fwd, inv = flow.forward, flow.inverse
+    if mode != "eager":
+        fwd = tf.function(fwd, jit_compile=mode == "jit")
+        inv = tf.function(inv, jit_compile=mode == "jit")
+    x = tf.constant(states)
+    y = fwd(x)
+    # Not the identity: the test would prove nothing otherwise.
+    assert np.abs(y.numpy() - states).mean() > 0.1
+    # Fresh tensor: TFP caches forward/inverse pairs by tensor identity.
+    x_back = inv(tf.constant(y.numpy()))
+    np.testing.assert_allclose(x_back.numpy(), states, atol=1e-10)  # float64 round-off
+    y_again = fwd(tf.constant(x_back.numpy()))
+    np.testing.assert_allclose(y_again.numpy(), y.numpy(), atol=1e-10)
+
+
+def test_float32_inverse_tolerance(states):
+    flow = random_flow(dtype=tf.float32)
+    y = flow.forward(tf.constant(states, tf.float32))
+    x_back = flow.inverse(tf.constant(y.numpy()))
+    np.testing.assert_allclose(x_back.numpy(), states, atol=1e-4)  # float32 round-off over 10 steps
+
+
+def test_log_det_is_exactly_zero_and_matches_autodiff_jacobian(flow64, states):
+    x = tf.constant(states[:32])
+    fldj = flow64.forward_log_det_jacobian(x, event_ndims=1)
+    ildj = flow64.inverse_log_det_jacobian(tf.constant(states[:32]), event_ndims=1)
+    assert fldj.dtype == tf.float64 and fldj.shape == (32,)
+    assert np.all(fldj.numpy() == 0.0) and np.all(ildj.numpy() == 0.0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = flow64.forward(x)
+    jac = tape.batch_jacobian(y, x)
+    sign, logdet = np.linalg.slogdet(jac.numpy())
+    assert np.all(sign > 0)
+    np.testing.assert_allclose(logdet, 0.0, atol=1e-9)  # float64; the map is symplectic
+    # ... and the Jacobian is far from constant (why is_constant_jacobian must stay False).
+    assert np.abs(jac.numpy() - jac.numpy().mean(axis=0)).max() > 0.05
+    assert not flow64.is_constant_jacobian
+
+
+def test_symplectic_jacobian(flow64, states):
+    x = tf.constant(states[:8])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = flow64.forward(x)
+    jac = tape.batch_jacobian(y, x).numpy()
+    omega = np.block([[np.zeros((2, 2)), np.eye(2)], [-np.eye(2), np.zeros((2, 2))]])
+    np.testing.assert_allclose(np.einsum("bji,jk,bkl->bil", jac, omega, jac),
+                               np.broadcast_to(omega, jac.shape), atol=1e-9)  # J^T Omega J = Omega
+
+
+def test_parameter_properties_empty_and_constructor_validates():
+    assert NeuralHamiltonianFlow._parameter_properties(tf.float32) == {}
+    with pytest.raises(ValueError, match="n_steps"):
+        NeuralHamiltonianFlow(2, n_steps=0)
+    with pytest.raises(ValueError, match="step_size"):
+        NeuralHamiltonianFlow(2, step_size=-0.1)
+    with pytest.raises(ValueError, match="'rk4' is not symplectic"):
+        NeuralHamiltonianFlow(2, method="rk4")
+    with pytest.raises(ValueError, match="valid activations"):
+        NeuralHamiltonianFlow(2, activation="relu")
+    with pytest.raises(ValueError, match="valid: learned, fixed"):
+        NeuralHamiltonianFlow(2, kinetic="quartic")
+
+
+def test_batch_shapes_and_composition(flow64):
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 5, 4)))
+    assert flow64.forward(x).shape == (3, 5, 4)
+    assert flow64.forward_log_det_jacobian(x, event_ndims=1).shape == (3, 5)
+    assert flow64.forward_log_det_jacobian(x, event_ndims=2).shape == (3,)
+    chain = tfb.Chain([tfb.Shift(tf.constant([1.0, 0.0, 0.0, 0.0], tf.float64)), flow64])
+    np.testing.assert_allclose(chain.forward(x).numpy(), flow64.forward(x).numpy() + [1, 0, 0, 0], atol=1e-12)
+    inverted = tfb.Invert(flow64)
+    np.testing.assert_allclose(inverted.forward(tf.constant(flow64.forward(x).numpy())).numpy(), x.numpy(),
+                               atol=1e-10)
+
+
+def test_variables_tracked_through_distributions(flow64):
+    n_flow = len(flow64.trainable_variables)
+    assert n_flow == 2 * (5 + 5 + 1)  # per Hamiltonian: K and V nets (w0, b0, w1, b1, w2), log_mass
+    base = tfd.MultivariateNormalDiag(tf.zeros(4, tf.float64), tf.ones(4, tf.float64))
+    dist = tfd.TransformedDistribution(base, flow64)
+    assert len(dist.trainable_variables) == n_flow
+    chained = tfd.TransformedDistribution(base, tfb.Chain([tfb.Invert(tfb.Invert(flow64))]))
+    assert len(chained.trainable_variables) == n_flow
+
+
+def test_phase_space_density_integrates_to_one():
+    # d = 1: the state [q, p] is 2-D. Midpoint rule on [-9, 9]^2, 500^2 cells; the standard
+    # normal base has < 1e-15 mass outside after a volume-preserving map of bounded reach, so
+    # the tolerance 2e-3 covers the quadrature error.
+    flow = random_flow(dim=1)
+    base = tfd.MultivariateNormalDiag(tf.zeros(2, tf.float64), tf.ones(2, tf.float64))
+    dist = tfd.TransformedDistribution(base, flow)
+    edges = np.linspace(-9, 9, 501)
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    qq, pp = np.meshgrid(mids, mids)
+    grid = tf.constant(np.stack([qq.ravel(), pp.ravel()], axis=1))
+    density = np.exp(tf.function(dist.log_prob, jit_compile=True)(grid).numpy())
+    mass = density.sum() * (edges[1] - edges[0]) ** 2
+    assert mass == pytest.approx(1.0, abs=2e-3)
+    # The flow really reshaped the density (not the base Gaussian evaluated on a grid).
+    base_density = np.exp(base.log_prob(grid).numpy())
+    assert np.abs(density - base_density).max() > 0.02
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_priors_build_and_score(name):
+    prior = make_prior(name, 4, tf.float64)
+    x = prior.sample(100, seed=(1, 2))
+    assert x.shape == (100, 4) and x.dtype == tf.float64
+    assert np.isfinite(prior.log_prob(x).numpy()).all()
+    assert np.std(x.numpy()) == pytest.approx(1.0, abs=0.3)  # unit variance by construction
+    assert len(prior.trainable_variables) == (2 if name == "learned_normal" else 0)
+
+
+def test_unknown_prior_lists_valid():
+    with pytest.raises(ValueError, match="valid priors: normal, learned_normal, student_t, laplace"):
+        make_prior("cauchy", 4)
+
+
+@pytest.fixture(scope="module")
+def density64():
+    data = np.random.default_rng(3).normal(size=(500, 2)) * 2
+    model = build_density(2, num_hamiltonians=2, n_steps=3, step_size=0.2, widths=(16,), encoder_widths=(16,),
+                          prior="learned_normal", data=data, init_scale=1.0, dtype=tf.float64, seed=4,
+                          num_momenta=16)
+    return model, data
+
+
+def test_density_is_a_tfd_distribution(density64):
+    model, _ = density64
+    assert isinstance(model, tfd.Distribution)
+    assert model.event_shape == [2] and model.batch_shape == []
+    s = model.sample(7, seed=(3, 4))
+    assert s.shape == (7, 2) and s.dtype == tf.float64
+    assert model.sample([2, 3], seed=(3, 4)).shape == (2, 3, 2)
+    lp = model.log_prob(s, seed=(1, 1))
+    assert lp.shape == (7,) and np.isfinite(lp.numpy()).all()
+    np.testing.assert_allclose(lp.numpy(), model.log_prob(s, seed=(1, 1)).numpy(), atol=1e-12)  # seeded
+    names = {v.name for v in model.trainable_variables}
+    assert {"prior_loc:0", "output_shift:0"} <= names
+    # Flow + encoder + prior + affine: every part's variables are listed.
+    parts = (model.flow.trainable_variables + model.encoder.trainable_variables
+             + model.prior.trainable_variables)
+    assert len(model.trainable_variables) == len(parts) + 2
+
+
+def test_sample_is_exact_marginal_of_phase_space(density64):
+    model, _ = density64
+    states = model.phase_space.sample(4000, seed=(5, 6)).numpy()
+    q = model.sample(4000, seed=(5, 6)).numpy()
+    np.testing.assert_allclose(q, states[:, :2], atol=1e-12)  # same seed: the q half of the state
+
+
+def test_iwae_at_least_elbo_and_tightens_with_k(density64):
+    # Means over 300 points and 4 seeds; the tolerance is 3 standard errors of each difference.
+    model, data = density64
+    q = tf.constant(data[:300])
+    elbo = np.concatenate([model.elbo(q, 32, seed=(s, 0)).numpy() for s in range(4)])
+    iwae = {k: np.concatenate([model.iwae_bound(q, k, seed=(s, 1)).numpy() for s in range(4)]) for k in (8, 128)}
+
+    def margin(a, b):
+        return 3 * np.std(a - b) / np.sqrt(len(a))
+
+    assert iwae[8].mean() - elbo.mean() > margin(iwae[8], elbo)
+    assert iwae[128].mean() - iwae[8].mean() > margin(iwae[128], iwae[8])
+    # Pointwise with shared momenta: log-mean-exp >= mean (Jensen), exactly.
+    log_w = model.log_weights(q, 16, seed=(7, 7))
+    lme = tf.reduce_logsumexp(log_w, 0) - np.log(16.0)
+    assert np.all(lme.numpy() >= tf.reduce_mean(log_w, 0).numpy() - 1e-12)
+
+
+def test_every_variable_gets_a_finite_gradient(density64):
+    model, data = density64
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.elbo(tf.constant(data[:64]), 2, seed=(0, 0)))
+    grads = tape.gradient(loss, variables)
+    for v, g in zip(variables, grads):
+        assert g is not None, v.name
+        assert np.isfinite(tf.convert_to_tensor(g).numpy()).all(), v.name
+        assert np.abs(tf.convert_to_tensor(g).numpy()).max() > 0, v.name
+
+
+def test_float32_and_float64_and_jit_agree():
+    data = np.random.default_rng(3).normal(size=(64, 2))
+    kw = dict(num_hamiltonians=2, n_steps=2, step_size=0.2, widths=(8,), encoder_widths=(8,), init_scale=1.0, seed=9)
+    m32 = build_density(2, dtype=tf.float32, **kw)
+    m64 = build_density(2, dtype=tf.float64, **kw)
+    for v32, v64 in zip(m32.trainable_variables, m64.trainable_variables):
+        v32.assign(tf.cast(v64, tf.float32))  # same weights; only the arithmetic differs
+    lp64 = m64.iwae_bound(tf.constant(data), 8, seed=(2, 2))
+    lp32 = tf.function(lambda q: m32.iwae_bound(q, 8, seed=(2, 2)), jit_compile=True)(tf.constant(data, tf.float32))
+    assert lp64.dtype == tf.float64 and lp32.dtype == tf.float32
+    # Stateless normals of either dtype differ, so compare through fixed momenta instead:
+    p = np.random.default_rng(4).normal(size=(64, 2))
+    s64 = m64.phase_space.log_prob(tf.constant(np.concatenate([data, p], 1)))
+    s32 = tf.function(m32.phase_space.log_prob, jit_compile=True)(tf.constant(np.concatenate([data, p], 1), tf.float32))
+    assert s32.dtype == tf.float32 and s64.dtype == tf.float64
+    np.testing.assert_allclose(s32.numpy(), s64.numpy(), atol=1e-3)  # float32 round-off
+    assert np.isfinite(lp32.numpy()).all() and np.isfinite(lp64.numpy()).all()
+
+
+def test_vi_weights_and_ess(density64):
+    model, _ = density64
+    log_w = model.vi_log_weights(model.phase_space.log_prob and (lambda q: -0.5 * tf.reduce_sum(q ** 2, -1)),
+                                 500, seed=(1, 2))
+    assert log_w.shape == (500,) and np.isfinite(log_w.numpy()).all()
+    ess = effective_sample_size(log_w).numpy()
+    assert 1.0 <= ess <= 500.0
+    assert effective_sample_size(tf.zeros(100, tf.float64)).numpy() == pytest.approx(100.0, rel=1e-12)
