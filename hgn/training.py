@@ -31,9 +31,19 @@ def build_model(config: HGNConfig) -> HGN:
     return model.build_all()
 
 
+def _variables_by_path(model: HGN) -> dict:
+    # tf.train.Checkpoint does not see into Keras 3 sub-layers: name every variable explicitly
+    # (weights, counters, the posterior seed state and the metric trackers' totals).
+    found = {}
+    for v in [*model.variables, model.seed_generator.state]:
+        found.setdefault(v.path.replace("/", "."), v)
+    return found
+
+
 def checkpoint_manager(model: HGN, run_dir, max_to_keep: int = 3) -> tf.train.CheckpointManager:
     """A `tf.train.CheckpointManager` over model, optimizers and counters in `run_dir/checkpoints`."""
-    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer, geco_optimizer=model.geco_optimizer)
+    ckpt = tf.train.Checkpoint(model=_variables_by_path(model), optimizer=model.optimizer,
+                               geco_optimizer=model.geco_optimizer)
     return tf.train.CheckpointManager(ckpt, str(Path(run_dir) / CHECKPOINT_DIR), max_to_keep=max_to_keep)
 
 
