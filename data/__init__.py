@@ -1,2 +1,83 @@
-"""Physics datasets for HGN (simulation, rendering, TFDS builder, tf.data pipelines) and
-target densities for NHF."""
+"""Physics datasets for HGN: simulation, rendering, the TFDS builder and `tf.data` pipelines.
+
+    import data
+    arrays = data.generate_arrays("pendulum", 16)                  # in memory, NumPy
+    builder = data.prepare("pendulum", data_dir="datasets")         # TFDS, generated if missing
+    ds = data.make_dataset("pendulum", "train", data_dir="datasets", window=30, batch_size=16)
+
+Systems: `SYSTEMS`, `get_system(name)` (Hamiltonian, parameters, initial-state sampler,
+drawing). Command lines: `python -m data.generate`, `python -m data.show`.
+
+The NumPy side (systems, simulation, rendering, `generate_arrays`) is imported eagerly and
+does not import TensorFlow, so generation worker processes start quickly; the TensorFlow side
+(`prepare`, `make_dataset*`, the builder, which registers `hamiltonian_physics` with TFDS on
+import) loads on first use of one of its names.
+"""
+from __future__ import annotations
+
+import importlib
+
+from data.generation import (
+    DEFAULT_DT,
+    DEFAULT_FRAMES,
+    DEFAULT_IMAGE_SIZE,
+    generate_arrays,
+)
+from data.rendering import render
+from data.simulation import inside_canvas, relative_energy_error, simulate
+from data.systems import SYSTEMS, PhysicalSystem, get_system
+
+_LAZY = {
+    "DEFAULT_DATA_DIR": "data.builder",
+    "DEFAULT_TEST": "data.builder",
+    "DEFAULT_TRAIN": "data.builder",
+    "PAPER_TEST": "data.builder",
+    "PAPER_TRAIN": "data.builder",
+    "HamiltonianPhysics": "data.builder",
+    "PhysicsConfig": "data.builder",
+    "config_name": "data.builder",
+    "prepare": "data.builder",
+    "CorruptDatasetError": "data.pipeline",
+    "make_dataset": "data.pipeline",
+    "make_dataset_from_arrays": "data.pipeline",
+    "verify_split": "data.pipeline",
+}
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_DT",
+    "DEFAULT_FRAMES",
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_TEST",
+    "DEFAULT_TRAIN",
+    "PAPER_TEST",
+    "PAPER_TRAIN",
+    "SYSTEMS",
+    "CorruptDatasetError",
+    "HamiltonianPhysics",
+    "PhysicalSystem",
+    "PhysicsConfig",
+    "config_name",
+    "generate_arrays",
+    "get_system",
+    "inside_canvas",
+    "make_dataset",
+    "make_dataset_from_arrays",
+    "prepare",
+    "relative_energy_error",
+    "render",
+    "simulate",
+    "verify_split",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
