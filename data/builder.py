@@ -43,6 +43,7 @@ __all__ = [
     "PAPER_TEST",
     "PAPER_TRAIN",
     "PhysicsConfig",
+    "builder_for",
     "config_name",
     "make_config",
     "prepare",
@@ -220,6 +221,14 @@ def regenerate_command(config: PhysicsConfig, data_dir: str) -> str:
     return " ".join(flags)
 
 
+def builder_for(config: PhysicsConfig, data_dir: str, num_workers: Optional[int] = None) -> HamiltonianPhysics:
+    """The builder of `config` in `data_dir` (registered configs are passed by name, as TFDS requires)."""
+    # A config name determines every setting (see `config_name`), so equal names are equal configs.
+    if config.name in HamiltonianPhysics.builder_configs:
+        return HamiltonianPhysics(config=config.name, data_dir=data_dir, num_workers=num_workers)
+    return HamiltonianPhysics(config=config, data_dir=data_dir, num_workers=num_workers)
+
+
 def prepare(system: str, *, data_dir: Optional[str] = None, n_train: int = DEFAULT_TRAIN,
             n_test: int = DEFAULT_TEST, n_frames: int = DEFAULT_FRAMES, dt: float = DEFAULT_DT,
             image_size: int = DEFAULT_IMAGE_SIZE, n_colors: Optional[int] = None, noise_std: float = 0.0,
@@ -243,10 +252,10 @@ def prepare(system: str, *, data_dir: Optional[str] = None, n_train: int = DEFAU
     config = make_config(system, n_train=n_train, n_test=n_test, n_frames=n_frames, dt=dt,
                          image_size=image_size, n_colors=n_colors, noise_std=noise_std, seed=seed)
     data_dir = DEFAULT_DATA_DIR if data_dir is None else os.fspath(data_dir)
-    builder = HamiltonianPhysics(config=config, data_dir=data_dir, num_workers=num_workers)
+    builder = builder_for(config, data_dir, num_workers)
     if overwrite and Path(builder.data_dir).exists():
         shutil.rmtree(builder.data_dir)
-        builder = HamiltonianPhysics(config=config, data_dir=data_dir, num_workers=num_workers)
+        builder = builder_for(config, data_dir, num_workers)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     return builder
