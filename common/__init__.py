@@ -2,7 +2,7 @@
 
 Nothing here imports from `data`, `hgn` or `nhf`.
 """
-from common import config, integrators, runs
+from common import config, distribute, integrators, runs
 from common.hamiltonians import (
     EnergyFn,
     Hamiltonian,
@@ -25,6 +25,7 @@ __all__ = [
     "as_phase_space",
     "integrate",
     "config",
+    "distribute",
     "integrators",
     "runs",
     "quadratic_kinetic",

@@ -1,0 +1,125 @@
+"""Choosing a `tf.distribute` strategy from the command line, and determinism.
+
+    --strategy default       no distribution (the default strategy)
+    --strategy mirrored      MirroredStrategy over the visible devices (GPUs, or logical CPUs
+                             made with --replicas N on a CPU-only machine)
+    --strategy multi_worker  MultiWorkerMirroredStrategy, configured by the TF_CONFIG variable:
+                             '{"cluster": {"worker": ["host1:port", "host2:port"]},
+                               "task": {"type": "worker", "index": 0}}'
+
+Batch sizes passed to the trainers are global: each replica sees batch / replicas examples.
+Checkpoints and exports are written by the chief (worker 0) only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def split_cpu(n: int) -> None:
+    """Splits the physical CPU into `n` logical devices (before TensorFlow initialises).
+
+    Raises:
+      ValueError: if n < 1, or TensorFlow already initialised its devices with another split.
+    """
+    if n < 1:
+        raise ValueError(f"--replicas must be >= 1, got {n}")
+    cpus = tf.config.list_physical_devices("CPU")
+    current = tf.config.get_logical_device_configuration(cpus[0])
+    if current is not None and len(current) == n:
+        return
+    if n == 1 and current is None:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as e:
+        raise ValueError(f"cannot split the CPU into {n} devices after TensorFlow has started: {e}") from None
+
+
+def tf_config() -> Optional[dict]:
+    """The parsed TF_CONFIG environment variable, validated; None when unset.
+
+    Raises:
+      ValueError: naming what is wrong with TF_CONFIG.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {e.msg} at character {e.pos}") from None
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError("TF_CONFIG needs a non-empty 'cluster', e.g. {\"worker\": [\"localhost:12345\", ...]}")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ValueError("TF_CONFIG needs a 'task' with 'type' and 'index', e.g. {\"type\": \"worker\", \"index\": 0}")
+    members = cluster.get(task["type"])
+    if not isinstance(members, list) or not 0 <= int(task["index"]) < len(members):
+        raise ValueError(f"TF_CONFIG task {task} is not in the cluster {cluster}")
+    return config
+
+
+def make_strategy(name: str, replicas: int = 1) -> tf.distribute.Strategy:
+    """The strategy named `name` (one of `STRATEGIES`).
+
+    Args:
+      name: `default`, `mirrored` or `multi_worker`.
+      replicas: for `mirrored` on a machine without GPUs, the number of logical CPU devices to
+        mirror over (the CPU is split; must run before TensorFlow initialises its devices).
+
+    Raises:
+      ValueError: unknown name (listing the valid ones), or `multi_worker` without a valid
+        TF_CONFIG.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown --strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        split_cpu(replicas)
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        # Cross-device ops on CPU: the default NCCL path needs GPUs.
+        return tf.distribute.MirroredStrategy(devices=devices,
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
+    if tf_config() is None:
+        raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable (see README)")
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
+    """Whether this process writes checkpoints and exports (worker 0, or a chief task)."""
+    config = tf_config()
+    if config is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task = config["task"]
+    if "chief" in config["cluster"]:
+        return task["type"] == "chief"
+    return task["type"] == "worker" and int(task["index"]) == 0
+
+
+def set_determinism(seed: int, deterministic_ops: bool = True) -> None:
+    """Seeds Python, NumPy and TensorFlow, and asks TensorFlow for deterministic kernels.
+
+    With deterministic ops, the same seed and config give bit-identical losses on a CPU for the
+    ops this project uses; ops without a deterministic kernel then raise instead of silently
+    varying. Thread-level parallel reductions in oneDNN are deterministic on a fixed machine
+    and thread count, not across machines with different instruction sets.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,77 @@
+"""Strategy selection (common/distribute.py): default, mirrored over logical CPUs, multi-worker."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import distribute
+
+SCRIPT = Path(__file__).parent / "scripts" / "distributed_toy.py"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(strategy, env_extra=None, timeout=180):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
+    return subprocess.Popen([sys.executable, str(SCRIPT), strategy], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc, timeout=180):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_mirrored_over_two_logical_cpus_matches_default():
+    default = _result(_run("default"))
+    mirrored = _result(_run("mirrored"))
+    assert default["replicas"] == 1 and mirrored["replicas"] == 2
+    # Same global batch, gradients summed across replicas: same losses up to float32 round-off.
+    assert len(mirrored["losses"]) == len(default["losses"]) == 4
+    for a, b in zip(default["losses"], mirrored["losses"]):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
+
+
+def test_two_local_workers_train_to_the_same_result():
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = [_run("multi_worker", {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+             for i in range(2)]
+    results = [_result(p) for p in procs]
+    default = _result(_run("default"))
+    assert [r["chief"] for r in results] == [True, False]
+    for r in results:
+        assert r["replicas"] == 2
+        for a, b in zip(default["losses"], r["losses"]):
+            assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
+
+
+def test_unknown_strategy_lists_valid_names():
+    with pytest.raises(ValueError, match="valid: default, mirrored, multi_worker"):
+        distribute.make_strategy("horovod")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"cluster": {}}', "non-empty 'cluster'"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}', "is not in the cluster"),
+])
+def test_bad_tf_config_is_explained(monkeypatch, value, message):
+    monkeypatch.setenv("TF_CONFIG", value)
+    with pytest.raises(ValueError, match=message):
+        distribute.make_strategy("multi_worker")
+
+
+def test_multi_worker_without_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG"):
+        distribute.make_strategy("multi_worker")
