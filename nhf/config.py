@@ -1,0 +1,97 @@
+"""`NHFConfig`: every setting of an NHF run, with named presets (`train_nhf.py --preset`)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+from common.config import field, one_of, positive
+from data import targets
+from nhf.hamiltonians import KINETIC_KINDS
+from nhf.networks import ACTIVATIONS
+from nhf.priors import PRIORS
+
+MODES = ("density", "vi")
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class NHFConfig:
+    """One NHF run: target, model, optimisation, evaluation."""
+
+    target: str = field("mixture", "target density: " + ", ".join(targets.names()))
+    dim: int = field(10, "dimension of the mixture_nd target (2-D targets ignore it)")
+    mode: str = field("density", "density: fit samples by maximising the ELBO; vi: fit the target's "
+                                 "unnormalised log density by reverse KL (banana, funnel, ...)")
+    # --- model ---
+    num_hamiltonians: int = field(2, "T, the number of learned Hamiltonians in sequence")
+    n_steps: int = field(4, "leapfrog steps per Hamiltonian")
+    step_size: float = field(0.25, "leapfrog step size eps (integration time per Hamiltonian = n_steps * eps)")
+    widths: Tuple[int, ...] = field((64, 64), "hidden widths of the K and V MLPs, e.g. 64,64")
+    activation: str = field("softplus", "smooth activation: " + ", ".join(sorted(ACTIVATIONS)))
+    kinetic: str = field("learned", "learned: K = p^T M^-1 p / 2 + MLP(p); fixed: quadratic K with learned "
+                                    "diagonal mass, only V learned")
+    prior: str = field("normal", "base distribution on (q0, p0): " + ", ".join(PRIORS))
+    encoder_widths: Tuple[int, ...] = field((64, 64), "hidden widths of the momentum encoder's mean and "
+                                                      "log-variance MLPs")
+    affine: bool = field(True, "learned elementwise scale and shift after the flow (initialised from the data)")
+    init_scale: float = field(0.1, "output-layer initialisation scale of the energy MLPs")
+    dtype: str = field("float32", "float32 or float64")
+    # --- optimisation ---
+    steps: int = field(3000, "training steps")
+    batch_size: int = field(256, "examples per step")
+    train_momenta: int = field(1, "momenta per example in the training ELBO (averaged)")
+    lr: float = field(5e-3, "Adam learning rate (cosine-decayed to lr_final_fraction * lr)")
+    lr_final_fraction: float = field(0.05, "final learning rate as a fraction of --lr")
+    warmup_steps: int = field(100, "linear learning-rate warm-up steps")
+    clip_norm: float = field(10.0, "gradient clipping by global norm")
+    jit: bool = field(True, "compile the train step with XLA (jit_compile=True)")
+    # --- data and evaluation ---
+    train_size: int = field(50_000, "training samples drawn from the target (density mode)")
+    test_size: int = field(10_000, "test samples (a different seed)")
+    eval_momenta: int = field(256, "K of the importance-weighted bound used for the reported NLL")
+    eval_every: int = field(500, "steps between quick test evaluations (K=32, 2,000 points) for the curve")
+    checkpoint_every: int = field(1000, "steps between checkpoints")
+    log_every: int = field(50, "steps between TensorBoard scalars")
+    max_bad_steps: int = field(20, "consecutive non-finite steps before rolling back to the last checkpoint")
+    max_rollbacks: int = field(3, "rollbacks before the run stops with an error")
+    export: bool = field(True, "write a SavedModel with log_prob(q) and sample(n) signatures")
+    seed: int = field(0, "seed for data, initial weights and every random draw")
+
+    def validate(self) -> None:
+        if self.target not in targets.names():
+            raise ValueError(f"unknown --target {self.target!r}; valid targets: {', '.join(targets.names())}")
+        one_of(self, "mode", MODES)
+        one_of(self, "prior", PRIORS)
+        one_of(self, "kinetic", KINETIC_KINDS)
+        one_of(self, "activation", sorted(ACTIVATIONS))
+        one_of(self, "dtype", DTYPES)
+        positive(self, "dim", "num_hamiltonians", "n_steps", "step_size", "widths", "encoder_widths", "init_scale",
+                 "steps", "batch_size", "train_momenta", "lr", "lr_final_fraction", "clip_norm", "train_size",
+                 "test_size", "eval_momenta", "eval_every", "checkpoint_every", "log_every", "max_bad_steps")
+        if self.warmup_steps < 0 or self.max_rollbacks < 0:
+            raise ValueError("--warmup-steps and --max-rollbacks must be >= 0")
+        if not self.widths:
+            raise ValueError("--widths needs at least one hidden layer")
+        if self.mode == "vi" and targets.get(self.target, self._target_dim()).log_prob is None:
+            with_density = [n for n in targets.names() if n == "mixture_nd" or targets.get(n).log_prob is not None]
+            raise ValueError(f"--mode vi needs a target with a log density; {self.target!r} has none "
+                             f"(valid: {', '.join(with_density)})")
+
+    def _target_dim(self):
+        return self.dim if self.target == "mixture_nd" else None
+
+
+PRESETS: Dict[str, NHFConfig] = {
+    # Quick start (the demo): ~2 minutes on 2 CPU cores.
+    "small": NHFConfig(),
+    # The original repository's design, made stable: two Hamiltonians, K and V 2-128-128-1 softplus,
+    # 128-unit encoder, 2 leapfrog steps of 0.1, batch 10.
+    "original": NHFConfig(num_hamiltonians=2, n_steps=2, step_size=0.1, widths=(128, 128), encoder_widths=(128,),
+                          batch_size=10, lr=1e-3, steps=20_000, eval_every=2000, checkpoint_every=5000),
+    # Best quality within ~10-15 minutes on 2 cores.
+    "paper": NHFConfig(num_hamiltonians=3, n_steps=4, step_size=0.25, widths=(128, 128), steps=20_000,
+                       batch_size=256, lr=3e-3, eval_every=2000, checkpoint_every=2000),
+    "large": NHFConfig(num_hamiltonians=4, n_steps=5, step_size=0.2, widths=(128, 128, 128),
+                       encoder_widths=(128, 128), steps=40_000, batch_size=512, lr=2e-3, eval_every=4000,
+                       checkpoint_every=4000),
+}

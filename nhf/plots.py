@@ -1,0 +1,110 @@
+"""Figures of an NHF run: target vs model density, model samples, learned potentials, loss curve."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data.targets import Target  # noqa: E402
+from nhf.density import HamiltonianFlowDensity  # noqa: E402
+
+
+def _grid(lim: float, n: int):
+    axis = np.linspace(-lim, lim, n)
+    xx, yy = np.meshgrid(axis, axis)
+    return axis, np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def _model_log_density(model, points: np.ndarray, num_momenta: int, dim: int) -> np.ndarray:
+    fn = tf.function(lambda q: model.iwae_bound(q, num_momenta, seed=tf.constant([1, 2], tf.int32)),
+                     jit_compile=True)
+    full = np.zeros((len(points), dim), model.dtype.as_numpy_dtype)
+    full[:, :2] = points
+    chunk = max(1, 131_072 // num_momenta)
+    out = []
+    for start in range(0, len(full), chunk):
+        part = full[start:start + chunk]
+        pad = chunk - len(part)
+        if pad:
+            part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+        out.append(fn(tf.constant(part)).numpy()[: chunk - pad])
+    return np.concatenate(out)
+
+
+def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: float = 4.5, n_grid: int = 120,
+                   num_momenta: int = 64, n_samples: int = 20_000, seed: int = 0) -> Path:
+    """Target density | model density (exp of the IWAE bound) | model samples | V_t(q) per Hamiltonian.
+
+    For d > 2 the densities are shown on the slice q[2:] = 0 and samples in the first two
+    coordinates (the target's slice is its unnormalised log density on that slice).
+    """
+    axis, pts = _grid(lim, n_grid)
+    extent = (-lim, lim, -lim, lim)
+    d = target.dim
+    model_lp = _model_log_density(model, pts, num_momenta, d).reshape(n_grid, n_grid)
+    samples = model.sample(n_samples, seed=tf.constant([seed, 3], tf.int32)).numpy()
+    hams = model.flow.hamiltonians
+    ncols = 3 + len(hams)
+    fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.4))
+    if target.log_prob is not None:
+        full = np.zeros((len(pts), d))
+        full[:, :2] = pts
+        tl = target.log_prob(tf.constant(full)).numpy().reshape(n_grid, n_grid)
+        axes[0].imshow(np.exp(tl), origin="lower", extent=extent, cmap="viridis")
+        axes[0].set_title(f"target: {target.name}" + (" (slice)" if d > 2 else ""))
+    else:
+        ts = target.sample(n_samples, seed=seed + 1)
+        axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+        axes[0].set_title(f"target samples: {target.name}")
+    axes[1].imshow(np.exp(model_lp), origin="lower", extent=extent, cmap="viridis")
+    axes[1].set_title(f"model density (IWAE K={num_momenta})")
+    axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+    axes[2].set_title("model samples")
+    full = np.zeros((len(pts), d), model.dtype.as_numpy_dtype)
+    full[:, :2] = pts
+    for t in range(len(hams)):
+        v = model.potential(tf.constant(full), index=t).numpy().reshape(n_grid, n_grid)
+        ax = axes[3 + t]
+        im = ax.imshow(v - v.min(), origin="lower", extent=extent, cmap="magma")
+        ax.contour(axis, axis, v - v.min(), levels=12, colors="white", linewidths=0.4)
+        ax.set_title(f"learned V_{t + 1}(q)")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_curve(history: Sequence[dict], path, floor: Optional[float] = None, title: str = "") -> Path:
+    """Training loss (negative ELBO) and quick test NLL against the floor."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["loss"] for h in history], label="train: -ELBO (batch mean)", lw=1)
+    test = [(h["step"], h["test_nll_k32"]) for h in history if "test_nll_k32" in h]
+    if test:
+        ax.plot(*zip(*test), "o-", label="test: -IWAE (K=32)")
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"true NLL floor {floor:.3f}")
+    finite: List[float] = [h["loss"] for h in history if np.isfinite(h["loss"])]
+    if finite:
+        lo = min(finite + ([floor] if floor is not None else []))
+        ax.set_ylim(lo - 0.2, min(max(finite), lo + 4.0))
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,207 @@
+"""NHF training end to end: outputs, export to a fresh process, resume, NaN guard, the CLI."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common.runs import NonFiniteLossError, RunError, run_cli
+from data import targets
+from nhf import training
+from nhf.config import PRESETS, NHFConfig
+from nhf.export import EXPORT_SEED
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dataclasses.replace(
+    PRESETS["small"], target="banana", num_hamiltonians=2, n_steps=3, step_size=0.3, widths=(32, 32),
+    encoder_widths=(32,), steps=800, batch_size=256, lr=1e-2, train_size=10_000, test_size=2000,
+    eval_momenta=64, eval_every=400, checkpoint_every=400, log_every=100)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("nhf_run")
+    metrics = training.run_experiment(TINY, run_dir, progress=False)
+    return run_dir, metrics
+
+
+def energy_distance(x, y):
+    """Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (zero iff the distributions agree)."""
+    def mean_dist(a, b):
+        return np.mean(np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1))
+    return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+
+
+def test_run_writes_every_output(trained):
+    run_dir, metrics = trained
+    for name in ("metrics.json", "figure.png", "loss_curve.png", "history.json", "config.json", "saved_model"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "checkpoints").glob("ckpt-800*"))
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("train_nll", "test_nll", "nll_floor", "gap", "parameters", "config"):
+        assert key in saved, key
+    assert saved["nll_floor"] == pytest.approx(targets.get("banana").nll_floor)
+    # An upper bound on the NLL cannot beat the floor by more than its noise (3 standard errors).
+    assert saved["test_nll"] > saved["nll_floor"] - 3 * saved["test_nll_stderr"]
+    assert saved["training"]["nonfinite_steps"] == 0
+
+
+def test_trained_flow_samples_match_target(trained):
+    # Energy distance on 1,000 samples each (fixed seeds). Threshold 0.05: a moment-matched
+    # Gaussian (clearly wrong shape) scores above it, showing the statistic can fail; the
+    # trained flow must score below it.
+    run_dir, _ = trained
+    run = training.build_run(TINY, run_dir)
+    training.restore_latest(run, required=True)
+    target = targets.get("banana")
+    x_target = target.sample(1000, seed=100)
+    x_model = run.model.sample(1000, seed=(4, 2)).numpy().astype(np.float64)
+    ref = target.sample(20_000, seed=7)
+    x_wrong = np.random.default_rng(3).multivariate_normal(ref.mean(0), np.cov(ref.T), size=1000)
+    wrong, model = energy_distance(x_wrong, x_target), energy_distance(x_model, x_target)
+    assert wrong > 0.05, wrong
+    assert model < 0.05, model
+
+
+def test_export_loads_in_a_fresh_process_without_the_project(trained, tmp_path):
+    run_dir, _ = trained
+    q = targets.get("banana").sample(16, seed=9).astype(np.float32)
+    np.save(tmp_path / "q.npy", q)
+    run = training.build_run(TINY, run_dir)
+    training.restore_latest(run, required=True)
+    expected = run.model.iwae_bound(tf.constant(q), TINY.eval_momenta, seed=tf.constant(EXPORT_SEED, tf.int32))
+    script = textwrap.dedent(f"""
+        import sys, json
+        import numpy as np, tensorflow as tf
+        m = tf.saved_model.load({str(run_dir / 'saved_model')!r})
+        q = np.load({str(tmp_path / 'q.npy')!r})
+        lp = m.log_prob(tf.constant(q)).numpy()
+        sig = m.signatures["log_prob"](q=tf.constant(q))["log_prob"].numpy()
+        s = m.sample(tf.constant(5)).numpy()
+        s2 = m.signatures["sample"](n=tf.constant(3))["q"].numpy()
+        project = sorted({{k.split('.')[0] for k in sys.modules}} & {{'nhf', 'common', 'data', 'tensorflow_probability'}})
+        print(json.dumps({{"lp": lp.tolist(), "sig": sig.tolist(), "shape": list(s.shape), "shape2": list(s2.shape),
+                           "project": project}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["project"] == []  # neither this project nor TFP was imported
+    np.testing.assert_allclose(result["lp"], expected.numpy(), atol=1e-4)  # same graph, same seed
+    np.testing.assert_allclose(result["sig"], result["lp"], atol=1e-6)
+    assert result["shape"] == [5, 2] and result["shape2"] == [3, 2]
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    base = dataclasses.replace(TINY, steps=60, checkpoint_every=30, eval_every=30, log_every=30, export=False,
+                               test_size=200, eval_momenta=8)
+    whole = training.build_run(base, tmp_path / "whole")
+    training.train(whole, tmp_path / "whole", progress=False)
+    first = training.build_run(dataclasses.replace(base, steps=30), tmp_path / "split")
+    training.train(first, tmp_path / "split", progress=False)
+    resumed = training.build_run(base, tmp_path / "split")
+    assert training.restore_latest(resumed, required=True).endswith("ckpt-30")
+    assert int(resumed.step.numpy()) == 30
+    assert int(resumed.optimizer.iterations.numpy()) == 30  # Adam state restored too
+    training.train(resumed, tmp_path / "split", progress=False)
+    for a, b in zip(whole.model.trainable_variables, resumed.model.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)  # XLA on CPU
+
+
+def test_non_finite_steps_roll_back_then_stop_and_never_save_nan(tmp_path, monkeypatch):
+    config = dataclasses.replace(TINY, steps=40, checkpoint_every=10, eval_every=10, log_every=10, export=False,
+                                 max_bad_steps=3, max_rollbacks=2, test_size=200, eval_momenta=8)
+    run = training.build_run(config, tmp_path)
+    real_batch = training.batch_for_step
+
+    def poisoned(run_, step):
+        batch = real_batch(run_, step)
+        return batch * np.nan if step >= 15 else batch
+
+    monkeypatch.setattr(training, "batch_for_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="non-finite steps in a row"):
+        training.train(run, tmp_path, progress=False)
+    restored = training.build_run(config, tmp_path)
+    assert training.restore_latest(restored, required=True).endswith("ckpt-10")
+    assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
+
+
+def test_float64_end_to_end(tmp_path):
+    config = dataclasses.replace(TINY, dtype="float64", steps=20, eval_every=20, checkpoint_every=20, log_every=10,
+                                 test_size=200, train_size=2000, eval_momenta=8)
+    metrics = training.run_experiment(config, tmp_path, progress=False)
+    assert np.isfinite(metrics["test_nll"])
+    run = training.build_run(config, tmp_path)
+    training.restore_latest(run, required=True)
+    assert all(v.dtype == tf.float64 for v in run.model.trainable_variables)
+    assert run.model.sample(3, seed=(1, 1)).dtype == tf.float64
+
+
+def test_vi_mode_reports_ess(tmp_path):
+    config = dataclasses.replace(TINY, mode="vi", target="funnel", steps=40, eval_every=20, checkpoint_every=40,
+                                 log_every=20, export=False, test_size=200, eval_momenta=8)
+    metrics = training.run_experiment(config, tmp_path, progress=False)
+    vi = metrics["vi"]
+    assert 0 < vi["ess_fraction"] <= 1 and np.isfinite(vi["elbo"])
+    assert vi["elbo"] <= vi["log_z_estimate"] + 1e-9  # Jensen: mean log w <= log mean w
+
+
+def _main(argv):
+    import train_nhf  # the repository root is on pytest's pythonpath (pyproject.toml)
+
+    return run_cli(train_nhf.main, argv)
+
+
+def test_help_documents_every_field(capsys):
+    with pytest.raises(SystemExit) as e:
+        _main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(NHFConfig):
+        assert "--" + f.name.replace("_", "-") in text, f.name
+    for flag in ("--run-dir", "--resume", "--eval-only", "--preset", "--debug"):
+        assert flag in text
+
+
+@pytest.mark.parametrize("argv, code, pattern", [
+    (["--target", "spiral"], 2, "valid targets: banana, checkerboard"),
+    (["--prior", "cauchy"], 2, "valid: normal, learned_normal, student_t, laplace"),
+    (["--steps", "-3"], 2, "--steps must be > 0"),
+    (["--mode", "vi", "--target", "pinwheel"], 2, "needs a target with a log density"),
+    (["--widths", "abc"], 2, "expects an integer"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, code, pattern, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        _main([*argv, "--run-dir", str(tmp_path)])
+    assert e.value.code == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert pattern in err[-1]
+
+
+def test_run_errors_exit_1_with_one_line(trained, capsys, tmp_path):
+    run_dir, _ = trained
+    assert _main(["--target", "banana", "--run-dir", str(run_dir)]) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert _main(["--eval-only", "--run-dir", str(tmp_path)]) == 1
+    assert "--eval-only needs --resume" in capsys.readouterr().err
+    assert _main(["--resume", "--run-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no checkpoint" in err[0]
+
+
+def test_cli_subprocess_exit_code_and_single_line():
+    out = subprocess.run([sys.executable, "train_nhf.py", "--target", "nope"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 2
+    lines = [l for l in out.stderr.strip().splitlines() if l.startswith("train_nhf.py: error")]
+    assert len(lines) == 1 and "valid targets" in lines[0]
