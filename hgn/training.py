@@ -8,6 +8,7 @@ batches puts a resumed run on exactly the data an uninterrupted run would have s
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -126,6 +127,22 @@ class NonFiniteGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `minutes` of wall-clock time have passed (a checkpoint is saved at the end)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.model.stop_training = True
+
+
 class ScalarLogger(keras.callbacks.Callback):
     """TensorBoard scalars every `every` steps, written with core TF ops only.
 
@@ -182,6 +199,7 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         guard,
         StepCheckpoint(manager, c.checkpoint_every, c.steps),
         ScalarLogger(Path(run_dir) / LOG_DIR, every=max(1, min(50, epoch_len))),
+        *([TimeBudget(c.max_train_minutes)] if c.max_train_minutes else []),
         *(extra_callbacks or []),
     ]
     model.fit(dataset.skip(start), epochs=math.ceil(c.steps / epoch_len), steps_per_epoch=epoch_len,

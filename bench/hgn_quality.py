@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""HGN rollout quality after a fixed CPU budget: test MSE x 1e-4, forward and backward.
+
+    python bench/hgn_quality.py --dataset pendulum --budget-minutes 120
+    python bench/hgn_quality.py --dataset mass_spring --budget-minutes 20 -- --preset small --batch-size 32
+
+Trains with `train_hgn.py` (a subprocess; flags after `--` go to it) until the wall-clock budget
+runs out, evaluates on 30-frame rollouts as the paper does, and writes
+`bench/results/hgn_quality_<dataset>.json` with the budget, the exact command, the metrics and the
+published numbers, plus the run's forward/backward rollout strips (PNG and GIF) next to it.
+Training time only counts against the budget; data generation and evaluation come on top.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+# Per-pixel MSE x 1e-4 over 30-frame rollouts (REFERENCE.md section 2), train / test.
+PUBLISHED = {
+    "pendulum": {"paper_leapfrog": [4.90, 11.72], "pytorch_leapfrog_test": 14.97},
+    "mass_spring": {"paper_leapfrog": [3.84, 6.23], "pytorch_5frame": [12.15, 12.21]},
+    "two_body": {"paper_leapfrog": [6.36, 16.47], "pytorch_5frame": [6.28, 6.33]},
+    "three_body": {"paper_leapfrog": [7.88, 9.80], "pytorch_5frame": [3.35, 3.35]},
+}
+# A CPU-sized default: the small networks with a larger dataset than the quick start.
+DEFAULT_TRAIN_ARGS = ["--preset", "small", "--n-train", "2000", "--n-test", "200", "--eval-trajectories", "200",
+                      "--checkpoint-every", "500"]
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="pendulum")
+    parser.add_argument("--budget-minutes", type=float, default=120.0, help="training wall-clock budget")
+    parser.add_argument("--run-dir", default=None, help="default: runs/quality-<dataset>-<budget>min")
+    args = parser.parse_args(argv)
+    if args.budget_minutes <= 0:
+        parser.error(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    run_dir = Path(args.run_dir or ROOT / "runs" / f"quality-{args.dataset}-{args.budget_minutes:g}min")
+    train_args = [*DEFAULT_TRAIN_ARGS, *extra] if not any(a == "--preset" for a in extra) else extra
+    cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", args.dataset, "--run-dir", str(run_dir),
+           "--steps", "100000000", "--max-train-minutes", f"{args.budget_minutes:g}", "--verbose", "2", *train_args]
+    resume = (run_dir / "checkpoints").is_dir()
+    if resume:
+        cmd.append("--resume")
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.time()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    rc = subprocess.call(cmd, cwd=ROOT, env=env)
+    if rc != 0:
+        print(f"hgn_quality.py: error: train_hgn.py exited with status {rc}", file=sys.stderr)
+        return rc
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"hgn_quality_{args.dataset}"
+    for direction in ("forward", "backward"):
+        for ext in ("png", "gif"):
+            shutil.copyfile(run_dir / f"rollout_{direction}.{ext}", RESULTS / f"{stem}_rollout_{direction}.{ext}")
+    shutil.copyfile(run_dir / "mse_over_time.png", RESULTS / f"{stem}_mse_over_time.png")
+    report = {
+        "command": "python bench/hgn_quality.py " + " ".join(sys.argv[1:] if argv is None else argv + (["--", *extra] if extra else [])),
+        "train_command": " ".join(Path(c).name if i < 2 else c for i, c in enumerate(cmd)),
+        "dataset": args.dataset,
+        "budget_minutes": args.budget_minutes,
+        "wall_minutes_total": round((time.time() - t0) / 60, 1),
+        "train_seconds": metrics["timing_seconds"]["train"],
+        "steps": metrics["step"],
+        "batch_size": metrics["config"]["batch_size"],
+        "test_mse_x1e4": {"forward": metrics["test_forward"]["mse_x1e4"], "backward": metrics["test_backward"]["mse_x1e4"],
+                          "mean": metrics["test_mse_x1e4_mean"]},
+        "train_mse_x1e4": {"forward": metrics["train_forward"]["mse_x1e4"],
+                           "backward": metrics["train_backward"]["mse_x1e4"]},
+        "vpt_median_frames": {"test_forward": metrics["test_forward"]["vpt_median_frames"],
+                              "test_backward": metrics["test_backward"]["vpt_median_frames"]},
+        "latent_r2": metrics["latent_r2"]["r2_mean"],
+        "time_rescaling": metrics.get("time_rescaling"),
+        "energy": metrics["energy"],
+        "published_x1e4_train_test": PUBLISHED.get(args.dataset),
+        "config": metrics["config"],
+        "note": "CPU, 2 cores shared with other jobs; the paper trains 500k steps of batch 128 on GPUs",
+        "pictures": [f"{stem}_rollout_forward.png", f"{stem}_rollout_backward.png", f"{stem}_mse_over_time.png"],
+    }
+    out = RESULTS / f"{stem}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"test MSE x1e-4: forward {report['test_mse_x1e4']['forward']:.2f}, "
+          f"backward {report['test_mse_x1e4']['backward']:.2f} after {report['steps']} steps; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

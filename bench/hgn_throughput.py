@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""HGN training throughput (samples/s) and peak memory at batch 16, one subprocess per setting.
+
+    python bench/hgn_throughput.py                       # paper and pytorch configs, all variants
+    python bench/hgn_throughput.py --configs pytorch --variants xla_bf16 --steps 20
+
+Settings: the `paper` preset and the `pytorch` preset (the CampusAI re-implementation's sizes:
+5 input frames, 30-frame rollouts, 32x32, leapfrog, joint H), each with
+`--variants` among xla_fp32, graph_fp32 (tf.function without XLA, oneDNN kernels), xla_bf16 and
+graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32).
+
+Each setting runs in a fresh process (so ru_maxrss is that setting's peak resident memory):
+build, compile, `--warmup` steps, then `--steps` timed steps of `fit` on an in-memory batch.
+FLOPs per step are counted analytically from the conv layers (multiply-add = 2 FLOPs):
+forward, backward (x3 for trained nets), and the Hamiltonian's gradient evaluations inside the
+leapfrog, which training differentiates again (x3 on top of forward + input-gradient).
+Results: bench/results/hgn_throughput.json and .png.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1.9, "gflop_per_step": 318.0,
+        "source": "PyTorch re-implementation on a 2-core machine of this kind (issue 4)"}
+MACHINE_PEAK_GFLOPS_FP32 = 184.0
+VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
+            "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16")}
+
+
+def _conv_flops(layer, in_shape):
+    """FLOPs (2 per multiply-add) of a Conv2D on one example, and its output shape."""
+    out = layer.compute_output_shape((1, *in_shape))[1:]
+    k = layer.kernel_size[0] * layer.kernel_size[1]
+    return 2 * out[0] * out[1] * out[2] * k * in_shape[-1], out
+
+
+def _stack_flops(layers, in_shape):
+    import keras
+
+    total = 0
+    shape = tuple(in_shape)
+    for layer in layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            f, shape = _conv_flops(layer, shape)
+            total += f
+        elif hasattr(layer, "conv1"):  # ResidualUpsample
+            shape = (shape[0] * 2, shape[1] * 2, shape[2])
+            for conv in [layer.conv1, layer.conv2] + ([layer.skip] if layer.skip is not None else []):
+                src = shape if conv is not layer.conv2 else (shape[0], shape[1], layer.conv1.filters)
+                f, _ = _conv_flops(conv, src)
+                total += f
+            shape = (shape[0], shape[1], layer.conv2.filters)
+        elif isinstance(layer, keras.layers.UpSampling2D):
+            shape = (shape[0] * 2, shape[1] * 2, shape[2])
+        elif hasattr(layer, "convs"):  # EnergyNet
+            total += _stack_flops(layer.convs, shape)[0]
+            shape = ()
+    return total, shape
+
+
+def analytic_train_flops(model) -> dict:
+    """Per-sample training FLOPs of an HGN by part (see the module docstring)."""
+    c = model.config
+    s = c.image_size
+    enc, z_shape = _stack_flops(model.encoder.layers, (s, s, 3 * c.input_frames))
+    z_shape = (*z_shape[:2], c.latent_channels)
+    tr, state_shape = _stack_flops(model.transformer.layers, z_shape)
+    q_shape = (*state_shape[:2], c.state_channels)
+    dec, _ = _stack_flops(model.decoder.layers, q_shape)
+    steps = c.window - 1
+    passes = 2 if c.training_mode == "forward_backward" else 1
+    if c.hamiltonian == "separable":
+        f_h = _stack_flops(model.energy_nets["potential"].convs, q_shape)[0]
+        grad_evals_per_step = 2  # one dV/dq (force reused) + one dK/dp
+    else:
+        f_h = _stack_flops(model.energy_nets["joint"].convs, (*q_shape[:2], 2 * c.state_channels))[0]
+        grad_evals_per_step = 3  # dH/dq, dH/dp, dH/dq at the current state
+    # A gradient evaluation is a forward and an input-backward pass (2 F); training backprops
+    # through it (about 2x more): 6 F each. Trained feed-forward nets: 3 F (forward + backward).
+    ham = 6 * f_h * grad_evals_per_step * steps
+    parts = {"encoder": 3 * enc, "transformer": 3 * tr, "decoder": 3 * dec * c.window, "hamiltonian": ham}
+    parts = {k: v * passes for k, v in parts.items()}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from hgn import PRESETS
+    from hgn.training import build_model
+
+    jit, dtype = VARIANTS[variant]
+    config = dataclasses.replace(PRESETS[config_name], batch_size=batch, jit_compile=jit, compute_dtype=dtype)
+    model = build_model(config)
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(0, 1, (batch, config.window, config.image_size, config.image_size, 3)).astype(np.float32)
+    ds = tf.data.Dataset.from_tensors({"frames": frames}).repeat()
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_end(self, b, logs=None):
+            self.times.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
+    compile_and_warmup = time.perf_counter() - t0
+    timer = Timer()
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+    step_times = np.diff([start] + timer.times)
+    # Median over steps: robust to the other jobs sharing this machine.
+    sec = float(np.median(step_times))
+    flops = analytic_train_flops(model)
+    gflop_step = flops["total"] * batch / 1e9
+    return {
+        "config": config_name, "variant": variant, "batch_size": batch, "timed_steps": steps,
+        "seconds_per_step_median": round(sec, 4), "seconds_per_step_mean": round(float(step_times.mean()), 4),
+        "samples_per_second": round(batch / sec, 2),
+        "peak_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),
+        "compile_and_warmup_seconds": round(compile_and_warmup, 1),
+        "gflop_per_step_analytic": round(gflop_step, 1),
+        "gflop_per_step_by_part": {k: round(v * batch / 1e9, 2) for k, v in flops.items()},
+        "achieved_gflops": round(gflop_step / sec, 1),
+        "fraction_of_fp32_peak": round(gflop_step / sec / MACHINE_PEAK_GFLOPS_FP32, 3),
+        "finite_loss": bool(np.isfinite(float(model.trackers["loss"].result()))),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="paper,pytorch", help="comma-separated presets (default paper,pytorch)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (include XLA compilation)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--out", default=str(RESULTS / "hgn_throughput.json"))
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(*args.worker, args.batch_size, args.warmup, args.steps)), flush=True)
+        return 0
+    for v in args.variants.split(","):
+        if v not in VARIANTS:
+            parser.error(f"unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
+    results = []
+    # The worker imports the project from this checkout even where the editable install is stale.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    for config_name in args.configs.split(","):
+        for variant in args.variants.split(","):
+            cmd = [sys.executable, __file__, "--worker", config_name, variant, "--batch-size", str(args.batch_size),
+                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                results.append({"config": config_name, "variant": variant, "error": tail[-500:]})
+            else:
+                results.append(json.loads(lines[0][len("RESULT "):]))
+            print(json.dumps(results[-1]), flush=True)
+    report = {
+        "command": "python bench/hgn_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cores": os.cpu_count(), "fp32_peak_gflops": MACHINE_PEAK_GFLOPS_FP32,
+                    "note": "shared with other TensorFlow jobs during the run: timings are noisy (median step reported)"},
+        "peer": PEER,
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    _plot(report, out.with_suffix(".png"))
+    return 0
+
+
+def _plot(report, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in report["results"] if "samples_per_second" in r]
+    if not ok:
+        return
+    labels = [f"{r['config']}\n{r['variant']}" for r in ok] + ["pytorch\npeer"]
+    values = [r["samples_per_second"] for r in ok] + [report["peer"]["samples_per_second"]]
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 3.5))
+    ax.bar(range(len(values)), values, color=["C0"] * len(ok) + ["grey"])
+    ax.axhline(7.6, color="C3", ls="--", lw=1, label="goal for the pytorch config (7.6)")
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set_ylabel("training samples / s (batch 16)")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
