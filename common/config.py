@@ -105,6 +105,13 @@ def _value_parser(tp, flag: str) -> Callable[[str], Any]:
     return lambda text: None if text.lower() == "none" else scalar(text)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: `prog: error: <what and why> (see --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset: str,
                   description: str = "", parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """An argparse parser with `--preset` and one flag per config field.
@@ -113,7 +120,7 @@ def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset:
     """
     if default_preset not in presets:
         raise ValueError(f"default preset {default_preset!r} is not one of {sorted(presets)}")
-    parser = parser or argparse.ArgumentParser(description=description,
+    parser = parser or ArgumentParser(description=description,
                                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(presets), default=default_preset,
                         help=f"named configuration; any flag below overrides one of its fields (default: {default_preset})")

@@ -94,6 +94,36 @@ def check_writable_dir(path: PathLike, flag: str = "--run-dir") -> Path:
     return path
 
 
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up chatter (oneDNN, CUDA probing) sent to /dev/null.
+
+    Those lines are written straight to file descriptor 2 before any Python logging is set up,
+    so environment variables cannot silence them. Python exceptions still propagate. The
+    device list is probed too (that is where the CUDA probe logs) without initialising logical
+    devices, so a CPU can still be split for `tf.distribute` afterwards.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        import tensorflow as tf  # noqa: F401
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
     """Runs a command-line `main(argv)`, turning errors into one line on stderr.
 
