@@ -121,9 +121,14 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) 
     model.fit(ds, steps_per_epoch=warmup, epochs=1, verbose=0)
     compile_and_warmup = time.perf_counter() - t0
     timer = Timer()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+    wall = time.perf_counter() - start
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     step_times = np.diff([start] + timer.times)
+    cores = len(os.sched_getaffinity(0))
     # Median over steps: robust to the other jobs sharing this machine.
     sec = float(np.median(step_times))
     flops = analytic_train_flops(model)
@@ -138,6 +143,15 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) 
         "gflop_per_step_by_part": {k: round(v * batch / 1e9, 2) for k, v in flops.items()},
         "achieved_gflops": round(gflop_step / sec, 1),
         "fraction_of_fp32_peak": round(gflop_step / sec / MACHINE_PEAK_GFLOPS_FP32, 3),
+        # On a shared machine the process gets a fraction of the cores: CPU seconds per step over
+        # the core count estimates the step time on an idle machine (optimistic: it ignores the
+        # cache and memory-bandwidth contention that also inflates CPU time under load).
+        "cpu_seconds_per_step": round(cpu / steps, 3),
+        "cpu_share_of_machine": round(cpu / wall / cores, 3),
+        "idle_machine_estimate": {
+            "seconds_per_step": round(cpu / steps / cores, 3),
+            "samples_per_second": round(batch * steps * cores / cpu, 2),
+            "fraction_of_fp32_peak": round(gflop_step * steps * cores / cpu / MACHINE_PEAK_GFLOPS_FP32, 3)},
         "finite_loss": bool(np.isfinite(float(model.trackers["loss"].result()))),
     }
 
@@ -158,6 +172,11 @@ def main(argv=None) -> int:
     for v in args.variants.split(","):
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
+    out = Path(args.out)
+    # Settings measured before (e.g. by an earlier invocation with other --configs) are kept.
+    old = json.loads(out.read_text()) if out.exists() else {}
+    previous = old.get("results", [])
+    this_command = "python bench/hgn_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
     # The worker imports the project from this checkout even where the editable install is stale.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
@@ -174,14 +193,16 @@ def main(argv=None) -> int:
             else:
                 results.append(json.loads(lines[0][len("RESULT "):]))
             print(json.dumps(results[-1]), flush=True)
+    done = {(r["config"], r["variant"]) for r in results}
+    results = [r for r in previous if (r["config"], r["variant"]) not in done] + results
     report = {
-        "command": "python bench/hgn_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commands": [c for c in old.get("commands", [old["command"]] if "command" in old else []) if c != this_command]
+        + [this_command],
         "machine": {"cores": os.cpu_count(), "fp32_peak_gflops": MACHINE_PEAK_GFLOPS_FP32,
                     "note": "shared with other TensorFlow jobs during the run: timings are noisy (median step reported)"},
         "peer": PEER,
         "results": results,
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, out.with_suffix(".png"))
