@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="pendulum")
     parser.add_argument("--budget-minutes", type=float, default=120.0, help="training wall-clock budget")
     parser.add_argument("--run-dir", default=None, help="default: runs/quality-<dataset>-<budget>min")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="re-evaluate the run's last checkpoint without training (e.g. after an interrupted evaluation)")
     args = parser.parse_args(argv)
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes must be > 0, got {args.budget_minutes}")
@@ -55,6 +57,10 @@ def main(argv=None) -> int:
     resume = (run_dir / "checkpoints").is_dir()
     if resume:
         cmd.append("--resume")
+    if args.eval_only:
+        if not resume:
+            parser.error(f"--eval-only: no checkpoints in {str(run_dir)!r}")
+        cmd.append("--eval-only")
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -75,7 +81,8 @@ def main(argv=None) -> int:
         "dataset": args.dataset,
         "budget_minutes": args.budget_minutes,
         "wall_minutes_total": round((time.time() - t0) / 60, 1),
-        "train_seconds": metrics["timing_seconds"]["train"],
+        "train_seconds": None if args.eval_only else metrics["timing_seconds"]["train"],
+        "evaluated_separately": bool(args.eval_only),
         "steps": metrics["step"],
         "batch_size": metrics["config"]["batch_size"],
         "test_mse_x1e4": {"forward": metrics["test_forward"]["mse_x1e4"], "backward": metrics["test_backward"]["mse_x1e4"],
