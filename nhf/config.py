@@ -11,6 +11,7 @@ from nhf.networks import ACTIVATIONS
 from nhf.priors import PRIORS
 
 MODES = ("density", "vi")
+OBJECTIVES = ("elbo", "iwae")
 DTYPES = ("float32", "float64")
 
 
@@ -39,8 +40,10 @@ class NHFConfig:
     # --- optimisation ---
     steps: int = field(3000, "training steps")
     batch_size: int = field(256, "examples per step")
-    train_momenta: int = field(1, "momenta per example in the training ELBO (averaged)")
-    lr: float = field(5e-3, "Adam learning rate (cosine-decayed to lr_final_fraction * lr)")
+    train_momenta: int = field(1, "momenta per example in the training objective")
+    objective: str = field("elbo", "training objective: elbo (the ELBO, averaged over the momenta) or iwae "
+                                   "(the importance-weighted bound over --train-momenta momenta; tighter)")
+    lr: float = field(1e-2, "Adam learning rate (cosine-decayed to lr_final_fraction * lr)")
     lr_final_fraction: float = field(0.05, "final learning rate as a fraction of --lr")
     warmup_steps: int = field(100, "linear learning-rate warm-up steps")
     clip_norm: float = field(10.0, "gradient clipping by global norm")
@@ -61,6 +64,7 @@ class NHFConfig:
         if self.target not in targets.names():
             raise ValueError(f"unknown --target {self.target!r}; valid targets: {', '.join(targets.names())}")
         one_of(self, "mode", MODES)
+        one_of(self, "objective", OBJECTIVES)
         one_of(self, "prior", PRIORS)
         one_of(self, "kinetic", KINETIC_KINDS)
         one_of(self, "activation", sorted(ACTIVATIONS))
@@ -83,11 +87,11 @@ class NHFConfig:
 
 PRESETS: Dict[str, NHFConfig] = {
     # Quick start (the demo): ~2 minutes on 2 CPU cores.
-    "small": NHFConfig(),
+    "small": NHFConfig(test_size=5000),
     # The original repository's design, made stable: two Hamiltonians, K and V 2-128-128-1 softplus,
     # 128-unit encoder, 2 leapfrog steps of 0.1, batch 10.
     "original": NHFConfig(num_hamiltonians=2, n_steps=2, step_size=0.1, widths=(128, 128), encoder_widths=(128,),
-                          batch_size=10, lr=1e-3, steps=20_000, eval_every=2000, checkpoint_every=5000),
+                          batch_size=10, lr=1e-2, steps=20_000, eval_every=2000, checkpoint_every=5000),
     # Best quality within ~10-15 minutes on 2 cores.
     "paper": NHFConfig(num_hamiltonians=3, n_steps=4, step_size=0.25, widths=(128, 128), steps=20_000,
                        batch_size=256, lr=3e-3, eval_every=2000, checkpoint_every=2000),

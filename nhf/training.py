@@ -131,8 +131,10 @@ def make_train_step(run: Run) -> Callable:
     variables = model.trainable_variables
 
     if config.mode == "density":
+        bound = model.iwae_bound if config.objective == "iwae" else model.elbo
+
         def loss_fn(batch, seed):
-            return -tf.reduce_mean(model.elbo(batch, config.train_momenta, seed))
+            return -tf.reduce_mean(bound(batch, config.train_momenta, seed))
     else:
         log_target = run.target.log_prob
 
@@ -310,7 +312,7 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
                 _scalar_summary("loss/neg_elbo", mean_loss, step=s)
                 _scalar_summary("grad_norm", norm, step=s)
                 _scalar_summary("learning_rate", float(run.optimizer.learning_rate.numpy()), step=s)
-                if s % c.eval_every == 0 or s == c.steps:
+                if s % c.eval_every == 0:
                     if c.mode == "density":
                         entry["test_nll_k32"] = iwae_nll(run.model, quick, 32, seed=c.seed + 5, jit=c.jit)["nll"]
                         _scalar_summary("test/nll_iwae_k32", entry["test_nll_k32"], step=s)

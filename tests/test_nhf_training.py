@@ -103,8 +103,8 @@ def test_export_loads_in_a_fresh_process_without_the_project(trained, tmp_path):
 
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
-    base = dataclasses.replace(TINY, steps=60, checkpoint_every=30, eval_every=30, log_every=30, export=False,
-                               test_size=200, eval_momenta=8)
+    base = dataclasses.replace(TINY, steps=60, checkpoint_every=30, eval_every=10**6, log_every=30, export=False,
+                               test_size=200, eval_momenta=8, widths=(16,), encoder_widths=(16,))
     whole = training.build_run(base, tmp_path / "whole")
     training.train(whole, tmp_path / "whole", progress=False)
     first = training.build_run(dataclasses.replace(base, steps=30), tmp_path / "split")
@@ -119,8 +119,9 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 
 def test_non_finite_steps_roll_back_then_stop_and_never_save_nan(tmp_path, monkeypatch):
-    config = dataclasses.replace(TINY, steps=40, checkpoint_every=10, eval_every=10, log_every=10, export=False,
-                                 max_bad_steps=3, max_rollbacks=2, test_size=200, eval_momenta=8)
+    config = dataclasses.replace(TINY, steps=40, checkpoint_every=10, eval_every=10**6, log_every=10, export=False,
+                                 max_bad_steps=3, max_rollbacks=2, test_size=200, eval_momenta=8, widths=(16,),
+                                 encoder_widths=(16,))
     run = training.build_run(config, tmp_path)
     real_batch = training.batch_for_step
 
@@ -137,21 +138,34 @@ def test_non_finite_steps_roll_back_then_stop_and_never_save_nan(tmp_path, monke
 
 
 def test_float64_end_to_end(tmp_path):
-    config = dataclasses.replace(TINY, dtype="float64", steps=20, eval_every=20, checkpoint_every=20, log_every=10,
-                                 test_size=200, train_size=2000, eval_momenta=8)
-    metrics = training.run_experiment(config, tmp_path, progress=False)
-    assert np.isfinite(metrics["test_nll"])
+    # Train, checkpoint, restore, evaluate, sample and export in float64 (the figure is skipped
+    # for time; it shares the float32 code path).
+    config = dataclasses.replace(TINY, dtype="float64", steps=20, eval_every=10**6, checkpoint_every=20,
+                                 log_every=10, test_size=200, train_size=2000, eval_momenta=8, widths=(16,),
+                                 encoder_widths=(16,))
+    run = training.build_run(config, tmp_path)
+    training.train(run, tmp_path, progress=False)
     run = training.build_run(config, tmp_path)
     training.restore_latest(run, required=True)
     assert all(v.dtype == tf.float64 for v in run.model.trainable_variables)
+    metrics = training.evaluate(run)
+    assert np.isfinite(metrics["test_nll"]) and np.isfinite(metrics["train_nll"])
     assert run.model.sample(3, seed=(1, 1)).dtype == tf.float64
+    from nhf.export import export_saved_model
+
+    loaded = tf.saved_model.load(str(export_saved_model(run.model, tmp_path / "saved_model", 8)))
+    lp = loaded.log_prob(tf.constant(run.test_data[:5]))
+    assert lp.dtype == tf.float64 and np.isfinite(lp.numpy()).all()
 
 
 def test_vi_mode_reports_ess(tmp_path):
     config = dataclasses.replace(TINY, mode="vi", target="funnel", steps=40, eval_every=20, checkpoint_every=40,
-                                 log_every=20, export=False, test_size=200, eval_momenta=8)
-    metrics = training.run_experiment(config, tmp_path, progress=False)
-    vi = metrics["vi"]
+                                 log_every=20, export=False, test_size=200, eval_momenta=8, widths=(16,),
+                                 encoder_widths=(16,))
+    run = training.build_run(config, tmp_path)
+    stats = training.train(run, tmp_path, progress=False)
+    assert "vi_ess_fraction" in stats["history"][-1]
+    vi = training.evaluate(run)["vi"]
     assert 0 < vi["ess_fraction"] <= 1 and np.isfinite(vi["elbo"])
     assert vi["elbo"] <= vi["log_z_estimate"] + 1e-9  # Jensen: mean log w <= log mean w
 
