@@ -7,7 +7,8 @@
 Settings: the `paper` preset and the `pytorch` preset (the CampusAI re-implementation's sizes:
 5 input frames, 30-frame rollouts, 32x32, leapfrog, joint H), each with
 `--variants` among xla_fp32, graph_fp32 (tf.function without XLA, oneDNN kernels), xla_bf16 and
-graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32).
+graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32) and
+graph_bf16_fused (graph_bf16 with only the latent leapfrog rollout XLA-compiled).
 
 Each setting runs in a fresh process (so ru_maxrss is that setting's peak resident memory):
 build, compile, `--warmup` steps, then `--steps` timed steps of `fit` on an in-memory batch.
@@ -34,7 +35,8 @@ PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1
         "source": "PyTorch re-implementation on a 2-core machine of this kind (issue 4)"}
 MACHINE_PEAK_GFLOPS_FP32 = 184.0
 VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
-            "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16")}
+            "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
+            "graph_bf16_fused": (False, "bfloat16", True)}
 
 
 def _conv_flops(layer, in_shape):
@@ -102,8 +104,9 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) 
     from hgn import PRESETS
     from hgn.training import build_model
 
-    jit, dtype = VARIANTS[variant]
-    config = dataclasses.replace(PRESETS[config_name], batch_size=batch, jit_compile=jit, compute_dtype=dtype)
+    jit, dtype, *fused = VARIANTS[variant]
+    config = dataclasses.replace(PRESETS[config_name], batch_size=batch, jit_compile=jit, compute_dtype=dtype,
+                                 fused_rollout=bool(fused and fused[0]))
     model = build_model(config)
     rng = np.random.default_rng(0)
     frames = rng.uniform(0, 1, (batch, config.window, config.image_size, config.image_size, 3)).astype(np.float32)

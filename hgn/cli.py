@@ -106,7 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import data
     import tensorflow as tf
 
-    from hgn import evaluation, export, plots, training
+    from hgn import evaluation, plots, training
+    from hgn.export import export as export_saved_model
 
     say = (lambda *a: print(*a, flush=True)) if args.verbose else (lambda *a: None)
     data_dir = data_dir or data.DEFAULT_DATA_DIR
@@ -147,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metrics = evaluation.evaluate(model, train_arrays, test_arrays, fine_test=fine)
     samples = model.sample(8, config.eval_frames - 1, seed=config.seed + 1)["frames"].numpy()
     files = plots.save_run_plots(run_dir, metrics, test_arrays["frames"], samples, config.input_frames, config.dt)
-    export.export(model, run_dir / "saved_model")
+    export_saved_model(model, run_dir / "saved_model")
     t_eval = time.time() - t2
 
     trained = end - start

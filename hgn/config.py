@@ -73,6 +73,8 @@ class HGNConfig:
     checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
     max_nonfinite_steps: int = field(3, "consecutive non-finite steps (skipped, never applied) before the run stops")
     jit_compile: bool = field(True, "compile the training step with XLA")
+    fused_rollout: bool = field(False, "XLA-compile only the latent leapfrog rollout (many tiny convs) inside a "
+                                       "non-XLA step whose big convs run on oneDNN")
     compute_dtype: str = field("float32", f"encoder/decoder compute dtype: {', '.join(COMPUTE_DTYPES)} (bfloat16 uses AMX where present)")
     seed: int = field(0, "seed of weights, posterior samples and data order")
     # Data.

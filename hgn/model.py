@@ -151,8 +151,21 @@ class HGN(keras.Model):
         """Latent trajectory `[n_steps + 1, B, ...]` from `state` with the configured integrator."""
         static = tf.get_static_value(n_steps) if tf.is_tensor(n_steps) else n_steps
         unroll = static is not None and int(static) <= _MAX_UNROLL
+        if unroll and self.config.fused_rollout and not self.config.jit_compile:
+            return self._fused_trajectory(int(static))(state.q, state.p, tf.cast(dt, state.q.dtype))
         return _integrators.trajectory(self.hamiltonian, state, dt, int(static) if unroll else n_steps,
                                        method=self.integrator, unroll=unroll)
+
+    def _fused_trajectory(self, n_steps: int):
+        # One XLA cluster for the whole unrolled rollout (and, through autodiff, its gradient).
+        cache = self.__dict__.setdefault("_fused_fns", {})
+        if n_steps not in cache:
+            def fused(q, p, dt):
+                return _integrators.trajectory(self.hamiltonian, PhaseSpace(q, p), dt, n_steps,
+                                               method=self.integrator, unroll=True)
+
+            cache[n_steps] = tf.function(fused, jit_compile=True)
+        return cache[n_steps]
 
     def decode(self, q: tf.Tensor) -> tf.Tensor:
         """q `[B, 4, 4, C]` -> frame `[B, H, W, 3]` in (0, 1), float32."""
