@@ -72,7 +72,8 @@ class HGNConfig:
     max_train_minutes: Optional[float] = field(None, "stop training after this wall-clock budget (none: run all --steps)")
     checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
     max_nonfinite_steps: int = field(3, "consecutive non-finite steps (skipped, never applied) before the run stops")
-    jit_compile: bool = field(True, "compile the training step with XLA")
+    jit_compile: bool = field(False, "compile the training step with XLA (measured slower than oneDNN's convolutions "
+                                     "on a 2-core AVX-512/AMX CPU: see bench/results/hgn_throughput.json)")
     fused_rollout: bool = field(False, "XLA-compile only the latent leapfrog rollout (many tiny convs) inside a "
                                        "non-XLA step whose big convs run on oneDNN")
     compute_dtype: str = field("float32", f"encoder/decoder compute dtype: {', '.join(COMPUTE_DTYPES)} (bfloat16 uses AMX where present)")
@@ -134,14 +135,13 @@ PRESETS: Dict[str, HGNConfig] = {
         input_frames=5, window=12, encoder_widths=(16, 32, 32, 32, 32, 32), latent_channels=16,
         transformer_widths=(32, 32), transformer_strides=(1, 1), hamiltonian_widths=(32, 32, 32, 32),
         decoder_width=32, decoder_depth=1, learning_rate=1e-3, batch_size=16, steps=500,
-        checkpoint_every=100, jit_compile=False, n_train=400, n_test=100, eval_trajectories=100, energy_steps=300),
+        checkpoint_every=100, n_train=400, n_test=100, eval_trajectories=100, energy_steps=300),
     "tiny": HGNConfig(
         input_frames=3, window=6, encoder_widths=(8, 8, 8, 8, 8, 8), latent_channels=8,
         transformer_widths=(8,), transformer_strides=(1,), state_channels=4,
         hamiltonian_widths=(8, 8), hamiltonian_kernels=(3, 2, 2), hamiltonian_strides=(1, 2, 1),
         decoder_width=8, decoder_depth=1, learning_rate=3e-3, batch_size=4, steps=20, checkpoint_every=10,
-        n_train=16, n_test=8, data_frames=12, eval_frames=10, eval_trajectories=8, energy_steps=50,
-        jit_compile=False),
+        n_train=16, n_test=8, data_frames=12, eval_frames=10, eval_trajectories=8, energy_steps=50),
 }
 
 DEFAULT_PRESET = "small"

@@ -32,7 +32,7 @@ def _batched(fn, arrays, batch_size: int):
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def rollout_predictions(model: HGN, frames: np.ndarray, backward: bool = False, batch_size: int = 64,
+def rollout_predictions(model: HGN, frames: np.ndarray, backward: bool = False, batch_size: int = 16,
                         n_steps: Optional[int] = None, dt: Optional[float] = None) -> Dict[str, np.ndarray]:
     """Rollouts from trajectories `[N, T, H, W, 3]`, aligned with them in forward time.
 
@@ -97,7 +97,7 @@ def energy_drift(model: HGN, frames: np.ndarray, n_steps: int) -> Dict[str, obje
     H has no natural zero or scale, so the drift is reported relative to the spread of the
     initial energies across trajectories: max_t |H_t - H_0| / std(H_0).
     """
-    out = rollout_predictions(model, frames[:, :model.config.input_frames], n_steps=n_steps, batch_size=32)
+    out = rollout_predictions(model, frames[:, :model.config.input_frames], n_steps=n_steps)
     energy = out["energy"].astype(np.float64)
     dev = np.abs(energy - energy[:, :1])
     scale = float(np.std(energy[:, 0])) or 1.0

@@ -243,3 +243,21 @@ def test_backward_inference_reads_the_last_frames(model):
                      backward=True)[0].q.numpy()
     assert np.abs(a - b).max() > 1e-6
     np.testing.assert_allclose(a, c_, atol=1e-6)
+
+
+def test_train_step_under_xla_matches_graph():
+    # The same first step compiled by XLA and run as a plain graph (oneDNN): same loss and update
+    # (tolerance 1e-4 relative: different kernels, float32).
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(11)
+        m = HGN(_tiny(objective="beta", variational=False))
+        m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+        m.build_all()
+        ds = tf.data.Dataset.from_tensors({"frames": _disk_movies(4, m.config.window, seed=12)}).repeat()
+        hist = m.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+        results.append((hist.history["loss"][-1], [w.numpy() for w in m.network_variables]))
+    assert results[0][1] and np.isfinite(results[1][0])
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
