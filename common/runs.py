@@ -94,6 +94,44 @@ def check_writable_dir(path: PathLike, flag: str = "--run-dir") -> Path:
     return path
 
 
+def restore_newest_readable(manager, required: bool, what: str = "model") -> Optional[str]:
+    """Restores the newest checkpoint of a `tf.train.CheckpointManager` that can be read.
+
+    A checkpoint that cannot be read (a truncated or corrupted file, left by a full disk or a
+    copy gone wrong) is skipped with a warning on stderr and the next older one is tried, so
+    a run resumes from its last complete checkpoint.
+
+    Args:
+      manager: the run's `tf.train.CheckpointManager` (its `checkpoint` is restored in place).
+      required: raise when nothing could be restored (`--resume`); otherwise return None.
+      what: named in error messages ("this model's config").
+
+    Returns:
+      The restored checkpoint's path, or None when there is none and not `required`.
+
+    Raises:
+      RunError: `required` and no checkpoint exists, or none of them can be restored (the
+        message names the newest one and why).
+    """
+    candidates = list(reversed(manager.checkpoints))
+    if not candidates:
+        if required:
+            raise RunError(f"--resume: no checkpoint in {manager.directory!r}")
+        return None
+    first_error = None
+    for path in candidates:
+        try:
+            manager.checkpoint.restore(path).assert_existing_objects_matched()
+            if first_error is not None:
+                print(f"warning: newest checkpoint unreadable ({first_error}); resumed from {path}", file=sys.stderr)
+            return path
+        except Exception as e:  # any reader failure: corrupted, truncated, or from another config
+            reason = " ".join(str(e).split()) or type(e).__name__
+            first_error = first_error or f"{candidates[0]!r}: {type(e).__name__}: {reason[:200]}"
+    raise RunError(f"no checkpoint in {manager.directory!r} can be restored for {what}; newest "
+                   f"{first_error}. The files may be corrupted or from another config: start a new --run-dir")
+
+
 def import_tensorflow_quietly() -> None:
     """Imports TensorFlow with its C++ start-up chatter (oneDNN, CUDA probing) sent to /dev/null.
 

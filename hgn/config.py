@@ -101,6 +101,9 @@ class HGNConfig:
         one_of(self, "objective", OBJECTIVES)
         one_of(self, "training_mode", TRAINING_MODES)
         one_of(self, "compute_dtype", COMPUTE_DTYPES)
+        from common import integrators  # imports TensorFlow; config modules stay light until validated
+
+        one_of(self, "integrator", integrators.names())
         if self.input_frames > self.window:
             raise ValueError(f"--input-frames ({self.input_frames}) must be <= --window ({self.window})")
         if self.window > self.data_frames or self.eval_frames > self.data_frames:

@@ -9,8 +9,8 @@ process), and `saved_model_cli show --all --dir PATH` lists its signatures:
     decode(q)                  q [B, 4, 4, C] -> {frame [B, H, W, 3]}
     sample(n, n_steps, dt)     -> {frames [n, n_steps+1, H, W, 3]} from the prior
 
-Inputs of the wrong rank, size or dtype are rejected by the signatures; fewer than k frames or a
-negative step count fail a named check.
+Inputs of the wrong rank, size or dtype are rejected by the signatures; fewer than k frames, a
+negative step count, NaN or Inf in frames, or a non-finite dt fail a named check.
 """
 from __future__ import annotations
 
@@ -45,17 +45,25 @@ class HGNModule(tf.Module):
             return tf.debugging.assert_greater_equal(
                 tf.shape(frames)[1], self.k, message=f"rollout/encode need at least {self.k} frames on axis 1")
 
+        def finite_frames(frames):
+            return tf.debugging.assert_all_finite(frames, "frames must be finite (no NaN or Inf)")
+
+        def finite_dt(dt):
+            return tf.debugging.assert_all_finite(dt, "dt must be finite (no NaN or Inf)")
+
         def check_steps(n_steps):
             return tf.debugging.assert_non_negative(n_steps, message="n_steps must be >= 0")
 
         @tf.function(input_signature=[frames_spec])
         def encode(frames):
+            frames = finite_frames(frames)
             with tf.control_dependencies([check_frames(frames)]):
                 state, _, _ = model.infer(tf.identity(frames))
             return {"q": state.q, "p": state.p}
 
         @tf.function(input_signature=[frames_spec, tf.TensorSpec([], tf.int32, name="n_steps"), dt_spec])
         def rollout(frames, n_steps, dt):
+            frames, dt = finite_frames(frames), finite_dt(dt)
             with tf.control_dependencies([check_frames(frames), check_steps(n_steps)]):
                 state, _, _ = model.infer(tf.identity(frames))
                 return model._unroll(state, tf.identity(n_steps), dt)
@@ -67,6 +75,7 @@ class HGNModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n"), tf.TensorSpec([], tf.int32, name="n_steps"),
                                       dt_spec])
         def sample(n, n_steps, dt):
+            dt = finite_dt(dt)
             with tf.control_dependencies([check_steps(n_steps),
                                           tf.debugging.assert_positive(n, message="n must be > 0")]):
                 mean, _ = model.posterior(tf.zeros([1, c.input_frames, s, s, 3]))

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.runs import NonFiniteLossError, RunError
+from common.runs import NonFiniteLossError, RunError, restore_newest_readable
 from hgn.config import HGNConfig
 from hgn.model import HGN
 
@@ -54,16 +54,7 @@ def restore_latest(model: HGN, manager: tf.train.CheckpointManager, required: bo
     Raises:
       RunError: `required` and no checkpoint exists, or the checkpoint does not fit the model.
     """
-    path = manager.latest_checkpoint
-    if path is None:
-        if required:
-            raise RunError(f"--resume: no checkpoint in {manager.directory!r}")
-        return None
-    try:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise RunError(f"checkpoint {path!r} does not match this model's config: {str(e).splitlines()[0]}") from None
-    return path
+    return restore_newest_readable(manager, required, what="this model's config")
 
 
 def _weights_finite(model: HGN) -> bool:

@@ -7,6 +7,8 @@ serving signatures):
   fixed stateless seed, so the same input gives the same output in every process.
 * `sample(n: int32[]) -> float[n, d]`: exact samples.
 
+Points with NaN or Inf and a negative `n` fail a named check (InvalidArgumentError).
+
 Only TensorFlow ops end up in the graph: `tf.saved_model.load(path)` works in a process that
 never imports TFP or this project.
 """
@@ -32,10 +34,12 @@ class ExportedDensity(tf.Module):
         dtype, d = model.dtype, model.dim
 
         def log_prob(q):
+            q = tf.debugging.assert_all_finite(q, "q must be finite (no NaN or Inf)")
             return model.iwae_bound(q, num_momenta, seed=tf.constant(EXPORT_SEED, tf.int32))
 
         def sample(n):
-            return model.sample(n)
+            with tf.control_dependencies([tf.debugging.assert_non_negative(n, message="n must be >= 0")]):
+                return model.sample(tf.identity(n))
 
         self.log_prob = tf.function(log_prob, input_signature=[tf.TensorSpec([None, d], dtype, name="q")])
         self.sample = tf.function(sample, input_signature=[tf.TensorSpec([], tf.int32, name="n")])

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import config as config_lib
-from common.runs import NonFiniteLossError, RunError, atomic_write_json
+from common.runs import NonFiniteLossError, RunError, atomic_write_json, restore_newest_readable
 from data import targets
 from nhf.config import NHFConfig
 from nhf.density import HamiltonianFlowDensity, build_density, effective_sample_size
@@ -89,17 +89,11 @@ def restore_latest(run: Run, required: bool) -> Optional[str]:
     Raises:
       RunError: `required` and there is no checkpoint, or it does not fit this config.
     """
-    path = run.manager.latest_checkpoint if run.manager else None
-    if path is None:
+    if run.manager is None:
         if required:
-            directory = run.manager.directory if run.manager else "?"
-            raise RunError(f"--resume: no checkpoint in {directory!r}")
+            raise RunError("--resume: this run has no checkpoint directory")
         return None
-    try:
-        run.manager.checkpoint.restore(path).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise RunError(f"checkpoint {path!r} does not match this config: {str(e).splitlines()[0]}") from None
-    return path
+    return restore_newest_readable(run.manager, required, what="this config")
 
 
 def _scalar_summary(name: str, value: float, step: int) -> None:

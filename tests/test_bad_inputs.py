@@ -1,0 +1,282 @@
+"""Bad input to both command lines and both SavedModels.
+
+Every case asserts: a non-zero exit with exactly one `prog: error: ...` line naming the problem
+and no Python traceback (command lines), or a raised, typed error whose message names the
+problem (SavedModels); and that no existing run, checkpoint or dataset was changed.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = Path(__file__).resolve().parents[1]
+TYPED_ERRORS = (ValueError, TypeError, tf.errors.InvalidArgumentError)
+
+HGN_TINY = ["--dataset", "pendulum", "--preset", "tiny", "--steps", "2", "--checkpoint-every", "2", "--verbose", "0"]
+NHF_TINY = ["--target", "mixture", "--preset", "small", "--steps", "20", "--batch-size", "64", "--train-size", "1000",
+            "--test-size", "200", "--eval-momenta", "4", "--eval-every", "10", "--checkpoint-every", "10",
+            "--log-every", "10", "--widths", "8", "--encoder-widths", "8", "--no-jit", "--no-progress"]
+
+
+def _cli(script, *args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def _tree_digest(path: Path) -> str:
+    """A hash of every file's name and bytes below `path` (what 'not damaged' means here)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _assert_one_line_error(proc, script, *phrases):
+    assert proc.returncode != 0, proc.stdout[-1000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"{script}: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def hgn_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bad_hgn")
+    run, data_dir = base / "run", base / "data"
+    proc = _cli("train_hgn.py", *HGN_TINY, "--run-dir", run, "--data-dir", data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run, data_dir
+
+
+@pytest.fixture(scope="module")
+def nhf_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("bad_nhf") / "run"
+    proc = _cli("train_nhf.py", *NHF_TINY, "--run-dir", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+# ----------------------------------------------------------------------------- argument errors
+ARGUMENT_CASES = [
+    ("train_hgn.py", ["--dataset", "pendulun"], ["unknown --dataset 'pendulun'", "pendulum, mass_spring"]),
+    ("train_hgn.py", ["--steps", "0"], ["--steps must be > 0"]),
+    ("train_hgn.py", ["--batch-size", "-4"], ["--batch-size must be > 0"]),
+    ("train_hgn.py", ["--learning-rate", "fast"], ["--learning-rate expects a number"]),
+    ("train_hgn.py", ["--integrator", "verlet"], ["verlet", "leapfrog"]),
+    ("train_hgn.py", ["--preset", "huge"], ["invalid choice: 'huge'"]),
+    ("train_hgn.py", ["--resume", "--run-dir", "/nonexistent/hgn-run"], ["does not exist"]),
+    ("train_hgn.py", ["--eval-only"], ["--eval-only needs --resume"]),
+    ("train_nhf.py", ["--target", "spiral"], ["spiral", "checkerboard"]),
+    ("train_nhf.py", ["--prior", "cauchy"], ["cauchy", "student_t"]),
+    ("train_nhf.py", ["--steps", "-3"], ["--steps must be > 0"]),
+    ("train_nhf.py", ["--lr", "nan"], ["--lr expects a finite number"]),
+    ("train_nhf.py", ["--widths", "64,0"], ["--widths must be > 0"]),
+    ("train_nhf.py", ["--dtype", "float16"], ["float16"]),
+    ("train_nhf.py", ["--batch-size", "1e3"], ["--batch-size expects an integer"]),
+]
+
+
+@pytest.mark.parametrize("script, args, phrases", ARGUMENT_CASES,
+                         ids=[f"{s[6:9]}:{' '.join(a)}" for s, a, _ in ARGUMENT_CASES])
+def test_bad_arguments(script, args, phrases, capsys, monkeypatch):
+    """In-process (argument checks need no subprocess): exit status 2 and one line on stderr."""
+    import importlib
+
+    from common.runs import run_cli
+
+    monkeypatch.setattr(sys, "argv", [script])
+    main = importlib.import_module(script[:-3]).main
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    proc = subprocess.CompletedProcess(args, 2, stdout="", stderr=err)
+    _assert_one_line_error(proc, script, *phrases)
+
+
+# ----------------------------------------------------------------------------- run-time errors
+def test_unwritable_run_dir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for script, args in (("train_hgn.py", HGN_TINY), ("train_nhf.py", NHF_TINY)):
+        proc = _cli(script, *args, "--run-dir", blocker / "run", timeout=180)
+        _assert_one_line_error(proc, script, "not writable")
+    assert blocker.read_text() == ""
+
+
+def test_existing_nhf_run_is_not_overwritten_without_resume(nhf_run):
+    before = _tree_digest(nhf_run)
+    proc = _cli("train_nhf.py", *NHF_TINY, "--run-dir", nhf_run, timeout=300)
+    _assert_one_line_error(proc, "train_nhf.py", "already holds checkpoints")
+    assert _tree_digest(nhf_run) == before
+
+
+def test_existing_hgn_run_is_not_overwritten_without_resume(hgn_run):
+    run, data_dir = hgn_run
+    before = _tree_digest(run)
+    proc = _cli("train_hgn.py", *HGN_TINY, "--run-dir", run, "--data-dir", data_dir, timeout=300)
+    _assert_one_line_error(proc, "train_hgn.py", "already holds checkpoints")
+    assert _tree_digest(run) == before
+
+
+def test_hgn_checkpoint_of_another_system(hgn_run):
+    run, data_dir = hgn_run
+    before = _tree_digest(run)
+    proc = _cli("train_hgn.py", "--run-dir", run, "--resume", "--dataset", "mass_spring", timeout=300)
+    _assert_one_line_error(proc, "train_hgn.py", "'pendulum'", "'mass_spring'")
+    assert _tree_digest(run) == before
+
+
+def _corrupt_checkpoint(run: Path) -> None:
+    data_files = sorted((run / "checkpoints").glob("*.data-*"))
+    assert data_files, "no checkpoint data files to corrupt"
+    for f in data_files:
+        raw = bytearray(f.read_bytes())
+        raw[: len(raw) // 2] = b"\x00" * (len(raw) // 2)
+        f.write_bytes(bytes(raw[: len(raw) * 3 // 4]))
+
+
+@pytest.mark.parametrize("which", ["hgn", "nhf"])
+def test_corrupted_checkpoint(which, hgn_run, nhf_run, tmp_path):
+    original = hgn_run[0] if which == "hgn" else nhf_run
+    before = _tree_digest(original)
+    run = tmp_path / "copy"
+    shutil.copytree(original, run)
+    _corrupt_checkpoint(run)
+    script = f"train_{which}.py"
+    args = ["--run-dir", run, "--resume", "--eval-only"]
+    if which == "nhf":
+        args += ["--no-progress"]
+    proc = _cli(script, *args, timeout=300)
+    _assert_one_line_error(proc, script, "checkpoint")
+    assert _tree_digest(original) == before
+
+
+@pytest.mark.parametrize("which", ["hgn", "nhf"])
+def test_missing_checkpoint(which, hgn_run, nhf_run, tmp_path):
+    original = hgn_run[0] if which == "hgn" else nhf_run
+    run = tmp_path / "copy"
+    shutil.copytree(original, run)
+    shutil.rmtree(run / "checkpoints")
+    script = f"train_{which}.py"
+    proc = _cli(script, "--run-dir", run, "--resume", timeout=300)
+    _assert_one_line_error(proc, script, "checkpoint")
+
+
+def test_truncated_dataset_file(hgn_run, tmp_path):
+    _, data_dir = hgn_run
+    before = _tree_digest(data_dir)
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    records = sorted(copy.rglob("*.tfrecord*"))
+    assert records
+    records[0].write_bytes(records[0].read_bytes()[:100])
+    proc = _cli("train_hgn.py", *HGN_TINY, "--run-dir", tmp_path / "run", "--data-dir", copy, timeout=300)
+    _assert_one_line_error(proc, "train_hgn.py", "data.generate")
+    assert _tree_digest(data_dir) == before
+
+
+def test_full_disk(tmp_path):
+    """A 512 kB filesystem (enough for checkpoints, not for the SavedModel): the run stops with one line and nothing half-written stays behind."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        proc = _cli("train_nhf.py", *NHF_TINY, "--run-dir", mount / "run", timeout=300)
+        _assert_one_line_error(proc, "train_nhf.py")
+        assert "No space left on device" in proc.stderr or "space" in proc.stderr.lower()
+        leftovers = [p.name for p in (mount / "run").rglob("*") if p.name.endswith(".tmp")]
+        assert not leftovers, leftovers
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+# ----------------------------------------------------------------------------- SavedModels
+@pytest.fixture(scope="module")
+def hgn_export(hgn_run):
+    return tf.saved_model.load(str(hgn_run[0] / "saved_model"))
+
+
+@pytest.fixture(scope="module")
+def nhf_export(nhf_run):
+    return tf.saved_model.load(str(nhf_run / "saved_model"))
+
+
+def _frames(n=2, t=6, size=32, dtype=np.float32):
+    return tf.constant(np.random.default_rng(0).uniform(size=(n, t, size, size, 3)).astype(dtype))
+
+
+HGN_EXPORT_CASES = {
+    "encode: wrong image size": (lambda m: m.encode(_frames(size=16)), None),
+    "encode: float64 frames": (lambda m: m.encode(_frames(dtype=np.float64)), None),
+    "encode: rank-4 frames": (lambda m: m.encode(_frames()[:, 0]), None),
+    "encode: too few frames": (lambda m: m.encode(_frames(t=1)), "frames"),
+    "encode: NaN in frames": (lambda m: m.encode(tf.tensor_scatter_nd_update(_frames(), [[0, 0, 0, 0, 0]], [np.nan])),
+                              "finite"),
+    "rollout: negative n_steps": (lambda m: m.rollout(_frames(), tf.constant(-1), tf.constant(0.125)), "n_steps"),
+    "rollout: Inf in frames": (lambda m: m.rollout(tf.tensor_scatter_nd_update(_frames(), [[1, 2, 3, 4, 0]], [np.inf]),
+                                                   tf.constant(3), tf.constant(0.125)), "finite"),
+    "rollout: non-finite dt": (lambda m: m.rollout(_frames(), tf.constant(3), tf.constant(np.nan, tf.float32)), "dt"),
+    "decode: wrong q shape": (lambda m: m.decode(tf.zeros([2, 3, 3, 4])), None),
+    "sample: n = 0": (lambda m: m.sample(tf.constant(0), tf.constant(3), tf.constant(0.125)), "n must be > 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HGN_EXPORT_CASES))
+def test_hgn_saved_model_rejects(case, hgn_export):
+    call, phrase = HGN_EXPORT_CASES[case]
+    with pytest.raises(TYPED_ERRORS) as info:
+        call(hgn_export)
+    if phrase:
+        assert phrase in str(info.value)
+
+
+NHF_EXPORT_CASES = {
+    "log_prob: wrong event size": (lambda m: m.log_prob(tf.zeros([4, 3])), None),
+    "log_prob: int32 points": (lambda m: m.log_prob(tf.zeros([4, 2], tf.int32)), None),
+    "log_prob: rank-1 points": (lambda m: m.log_prob(tf.zeros([2])), None),
+    "log_prob: NaN in points": (lambda m: m.log_prob(tf.constant([[0.0, np.nan]], tf.float32)), "finite"),
+    "log_prob: Inf in points": (lambda m: m.log_prob(tf.constant([[np.inf, 0.0]], tf.float32)), "finite"),
+    "sample: negative n": (lambda m: m.sample(tf.constant(-1)), "n"),
+    "sample: float n": (lambda m: m.sample(tf.constant(2.0)), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NHF_EXPORT_CASES))
+def test_nhf_saved_model_rejects(case, nhf_export):
+    call, phrase = NHF_EXPORT_CASES[case]
+    with pytest.raises(TYPED_ERRORS) as info:
+        call(nhf_export)
+    if phrase:
+        assert phrase in str(info.value)
+
+
+def test_exports_still_work_on_good_input(hgn_export, nhf_export):
+    """The checks above reject bad input, not all input."""
+    out = hgn_export.rollout(_frames(), tf.constant(3), tf.constant(-0.125))
+    assert out["frames"].shape == (2, 4, 32, 32, 3)
+    lp = nhf_export.log_prob(tf.zeros([3, 2]))
+    assert lp.shape == (3,) and np.all(np.isfinite(lp.numpy()))
+    assert nhf_export.sample(tf.constant(5)).shape == (5, 2)
+
+
+def test_case_count():
+    """The README counts the cases of this suite; keep the two in step."""
+    n = (len(ARGUMENT_CASES) + len(HGN_EXPORT_CASES) + len(NHF_EXPORT_CASES)
+         + 2 + 2 + 2 + 2 + 1 + 1 + 1)  # unwritable, existing run, corrupted and missing checkpoint (x2 each);
+    #                             system mismatch, truncated dataset, full disk
+    assert n >= 25
+    readme = (ROOT / "README.md").read_text()
+    assert f"{n} kinds of bad input" in readme
