@@ -2,8 +2,12 @@
 """Train, evaluate and export a Hamiltonian Generative Network: `python train_hgn.py --help`."""
 import sys
 
-from common.runs import run_cli
-from hgn.cli import main
+from common.runs import import_tensorflow_quietly, run_cli
+
+if "--debug" not in sys.argv:
+    import_tensorflow_quietly()  # before anything imports TensorFlow: hides its start-up log lines
+
+from hgn.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

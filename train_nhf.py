@@ -16,9 +16,13 @@ from __future__ import annotations
 import json
 import sys
 
-from common.config import config_from_args, config_parser
-from common.runs import check_writable_dir, run_cli
-from nhf.config import PRESETS, NHFConfig
+from common.runs import check_writable_dir, import_tensorflow_quietly, run_cli
+
+if "--debug" not in sys.argv:
+    import_tensorflow_quietly()  # before anything imports TensorFlow: hides its start-up log lines
+
+from common.config import config_from_args, config_parser  # noqa: E402
+from nhf.config import PRESETS, NHFConfig  # noqa: E402
 
 
 def main(argv=None) -> int:

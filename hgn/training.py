@@ -186,15 +186,21 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         return start
     epoch_len = c.checkpoint_every
     guard = NonFiniteGuard(c.max_nonfinite_steps)
+    checkpointer = StepCheckpoint(manager, c.checkpoint_every, c.steps)
     callbacks = [
         guard,
-        StepCheckpoint(manager, c.checkpoint_every, c.steps),
+        checkpointer,
         ScalarLogger(Path(run_dir) / LOG_DIR, every=max(1, min(50, epoch_len))),
         *([TimeBudget(c.max_train_minutes)] if c.max_train_minutes else []),
         *(extra_callbacks or []),
     ]
-    model.fit(dataset.skip(start), epochs=math.ceil(c.steps / epoch_len), steps_per_epoch=epoch_len,
-              initial_epoch=start // epoch_len, callbacks=callbacks, verbose=verbose)
+    try:
+        model.fit(dataset.skip(start), epochs=math.ceil(c.steps / epoch_len), steps_per_epoch=epoch_len,
+                  initial_epoch=start // epoch_len, callbacks=callbacks, verbose=verbose)
+    except KeyboardInterrupt:
+        # Ctrl-C (SIGINT): keep the work done so far; --resume continues from this step.
+        checkpointer.save()
+        raise
     if guard.error:
         raise NonFiniteLossError(guard.error)
     return int(model.train_steps.numpy())

@@ -268,58 +268,67 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
     t0, timed_from, timed_steps = time.perf_counter(), None, 0
     bar = tqdm(total=c.steps, initial=start, disable=not progress, desc=f"nhf {c.target}", dynamic_ncols=True)
 
+    saved_at = [start]
+
     def save():
         if not _finite(run.model.trainable_variables):
             raise NonFiniteLossError("weights became non-finite; the last good checkpoint is kept")
         run.manager.save(checkpoint_number=int(run.step.numpy()))
         atomic_write_json(run_dir / HISTORY_FILE, history)
+        saved_at.append(int(run.step.numpy()))
 
-    with writer.as_default():
-        while int(run.step.numpy()) < c.steps:
-            s = int(run.step.numpy())
-            loss, norm, finite = train_step(batch_for_step(run, s), tf.constant(step_seed(c, s)))
-            if s == start + 1:  # exclude tracing and compilation from the throughput
-                timed_from = time.perf_counter()
-            elif timed_from is not None:
-                timed_steps += 1
-            bar.update(1)
-            if not finite:
-                nonfinite += 1
-                bad_in_a_row += 1
-                if bad_in_a_row >= c.max_bad_steps:
-                    if rollbacks >= c.max_rollbacks or run.manager.latest_checkpoint is None:
-                        raise NonFiniteLossError(
-                            f"{bad_in_a_row} non-finite steps in a row at step {s} after {rollbacks} rollbacks; "
-                            "try a smaller --lr or --step-size, or --dtype float64")
-                    restore_latest(run, required=True)
-                    rollbacks += 1
-                    bad_in_a_row = 0
-                    bar.n = int(run.step.numpy())
-                continue
-            bad_in_a_row = 0
-            losses.append(loss)
-            s += 1
-            if s % c.log_every == 0 or s == c.steps:
-                mean_loss = float(np.mean(losses))
-                losses = []
-                entry = {"step": s, "loss": mean_loss, "grad_norm": norm}
-                _scalar_summary("loss/neg_elbo", mean_loss, step=s)
-                _scalar_summary("grad_norm", norm, step=s)
-                _scalar_summary("learning_rate", float(run.optimizer.learning_rate.numpy()), step=s)
-                if s % c.eval_every == 0:
-                    if c.mode == "density":
-                        entry["test_nll_k32"] = iwae_nll(run.model, quick, 32, seed=c.seed + 5, jit=c.jit)["nll"]
-                        _scalar_summary("test/nll_iwae_k32", entry["test_nll_k32"], step=s)
-                    else:
-                        entry.update({f"vi_{k}": v for k, v in vi_report(run, n=4000).items()})
-                        _scalar_summary("vi/ess_fraction", entry["vi_ess_fraction"], step=s)
-                history.append(entry)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", **({"test": f"{entry['test_nll_k32']:.3f}"}
-                                                           if "test_nll_k32" in entry else {}))
-                if on_log:
-                    on_log(entry)
-            if s % c.checkpoint_every == 0 or s == c.steps:
-                save()
+    try:
+        with writer.as_default():
+            while int(run.step.numpy()) < c.steps:
+                s = int(run.step.numpy())
+                loss, norm, finite = train_step(batch_for_step(run, s), tf.constant(step_seed(c, s)))
+                if s == start + 1:  # exclude tracing and compilation from the throughput
+                    timed_from = time.perf_counter()
+                elif timed_from is not None:
+                    timed_steps += 1
+                bar.update(1)
+                if not finite:
+                    nonfinite += 1
+                    bad_in_a_row += 1
+                    if bad_in_a_row >= c.max_bad_steps:
+                        if rollbacks >= c.max_rollbacks or run.manager.latest_checkpoint is None:
+                            raise NonFiniteLossError(
+                                f"{bad_in_a_row} non-finite steps in a row at step {s} after {rollbacks} rollbacks; "
+                                "try a smaller --lr or --step-size, or --dtype float64")
+                        restore_latest(run, required=True)
+                        rollbacks += 1
+                        bad_in_a_row = 0
+                        bar.n = int(run.step.numpy())
+                    continue
+                bad_in_a_row = 0
+                losses.append(loss)
+                s += 1
+                if s % c.log_every == 0 or s == c.steps:
+                    mean_loss = float(np.mean(losses))
+                    losses = []
+                    entry = {"step": s, "loss": mean_loss, "grad_norm": norm}
+                    _scalar_summary("loss/neg_elbo", mean_loss, step=s)
+                    _scalar_summary("grad_norm", norm, step=s)
+                    _scalar_summary("learning_rate", float(run.optimizer.learning_rate.numpy()), step=s)
+                    if s % c.eval_every == 0:
+                        if c.mode == "density":
+                            entry["test_nll_k32"] = iwae_nll(run.model, quick, 32, seed=c.seed + 5, jit=c.jit)["nll"]
+                            _scalar_summary("test/nll_iwae_k32", entry["test_nll_k32"], step=s)
+                        else:
+                            entry.update({f"vi_{k}": v for k, v in vi_report(run, n=4000).items()})
+                            _scalar_summary("vi/ess_fraction", entry["vi_ess_fraction"], step=s)
+                    history.append(entry)
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", **({"test": f"{entry['test_nll_k32']:.3f}"}
+                                                               if "test_nll_k32" in entry else {}))
+                    if on_log:
+                        on_log(entry)
+                if s % c.checkpoint_every == 0 or s == c.steps:
+                    save()
+    except KeyboardInterrupt:
+        # Ctrl-C (SIGINT): keep the work done so far; --resume continues from this step.
+        if saved_at[-1] != int(run.step.numpy()):
+            save()
+        raise
     bar.close()
     writer.flush()
     elapsed = time.perf_counter() - (timed_from or t0)
