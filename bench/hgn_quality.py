@@ -45,12 +45,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="pendulum")
     parser.add_argument("--budget-minutes", type=float, default=120.0, help="training wall-clock budget")
     parser.add_argument("--run-dir", default=None, help="default: runs/quality-<dataset>-<budget>min")
+    parser.add_argument("--tag", default="", help="suffix of the result files and run dir (compare settings side by side)")
     parser.add_argument("--eval-only", action="store_true",
                         help="re-evaluate the run's last checkpoint without training (e.g. after an interrupted evaluation)")
     args = parser.parse_args(argv)
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes must be > 0, got {args.budget_minutes}")
-    run_dir = Path(args.run_dir or ROOT / "runs" / f"quality-{args.dataset}-{args.budget_minutes:g}min")
+    suffix = f"_{args.tag}" if args.tag else ""
+    run_dir = Path(args.run_dir or ROOT / "runs" / f"quality-{args.dataset}-{args.budget_minutes:g}min{suffix}")
     train_args = [*DEFAULT_TRAIN_ARGS, *extra] if not any(a == "--preset" for a in extra) else extra
     cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", args.dataset, "--run-dir", str(run_dir),
            "--steps", "100000000", "--max-train-minutes", f"{args.budget_minutes:g}", "--verbose", "2", *train_args]
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
         return rc
     metrics = json.loads((run_dir / "metrics.json").read_text())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"hgn_quality_{args.dataset}"
+    stem = f"hgn_quality_{args.dataset}{suffix}"
     for direction in ("forward", "backward"):
         for ext in ("png", "gif"):
             shutil.copyfile(run_dir / f"rollout_{direction}.{ext}", RESULTS / f"{stem}_rollout_{direction}.{ext}")
