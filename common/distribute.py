@@ -12,9 +12,13 @@ Checkpoints and exports are written by the chief (worker 0) only.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -108,6 +112,71 @@ def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     if "chief" in config["cluster"]:
         return task["type"] == "chief"
     return task["type"] == "worker" and int(task["index"]) == 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds `--strategy` and `--replicas` to a trainer's parser (both trainers share them)."""
+    group = parser.add_argument_group("distribution")
+    group.add_argument("--strategy", default="default", choices=STRATEGIES,
+                       help="default: one device; mirrored: MirroredStrategy over the GPUs, or over --replicas "
+                            "logical CPU devices on a CPU-only machine; multi_worker: MultiWorkerMirroredStrategy "
+                            "configured by the TF_CONFIG environment variable (see README). --batch-size is the "
+                            "global batch")
+    group.add_argument("--replicas", type=int, default=2,
+                       help="mirrored on a CPU-only machine: logical CPU devices to split the CPU into (default 2)")
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, batch_size: int) -> None:
+    """One-line argparse errors for bad distribution flags (before TensorFlow starts)."""
+    if args.replicas < 1:
+        parser.error(f"--replicas must be >= 1, got {args.replicas}")
+    if args.strategy == "mirrored" and batch_size % args.replicas:
+        parser.error(f"--batch-size {batch_size} must be divisible by --replicas {args.replicas}")
+    if args.strategy == "multi_worker":
+        try:
+            config = tf_config()
+        except ValueError as e:
+            parser.error(str(e))
+        if config is None:
+            parser.error("--strategy multi_worker needs the TF_CONFIG environment variable (see README)")
+        workers = sum(len(v) for v in config["cluster"].values())
+        if batch_size % workers:
+            parser.error(f"--batch-size {batch_size} must be divisible by the {workers} workers in TF_CONFIG")
+
+
+def shard(strategy: tf.distribute.Strategy, value):
+    """Splits a global batch (a tensor or nest of tensors, split on axis 0) into per-replica values.
+
+    Replica r (its global index, across workers) gets the r-th of `num_replicas_in_sync` equal
+    pieces, so a run draws the same global batch and random numbers whatever the strategy, and
+    the replicas' mean gradient equals the single-device gradient.
+    """
+    n = strategy.num_replicas_in_sync
+    if n == 1:
+        return value
+
+    def piece(ctx):
+        return tf.nest.map_structure(lambda v: tf.split(v, n)[ctx.replica_id_in_sync_group], value)
+
+    return strategy.experimental_distribute_values_from_function(piece)
+
+
+def scratch_or(path, strategy: Optional[tf.distribute.Strategy]) -> Path:
+    """`path` on the chief; a private temporary directory on other workers.
+
+    Every worker of a multi-worker run must take part in saving a checkpoint (saving may run
+    collective ops), but only the chief's copy is kept: the others write into a scratch
+    directory that `remove_scratch` deletes.
+    """
+    if is_chief(strategy):
+        return Path(path)
+    return Path(tempfile.mkdtemp(prefix="worker-scratch-"))
+
+
+def remove_scratch(path, strategy: Optional[tf.distribute.Strategy]) -> None:
+    """Deletes a directory made by `scratch_or` on a non-chief worker (no-op on the chief)."""
+    if not is_chief(strategy):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def set_determinism(seed: int, deterministic_ops: bool = True) -> None:
