@@ -161,6 +161,16 @@ def shard(strategy: tf.distribute.Strategy, value):
     return strategy.experimental_distribute_values_from_function(piece)
 
 
+def barrier(strategy: Optional[tf.distribute.Strategy]) -> None:
+    """Waits until every worker of a multi-worker run gets here (a no-op otherwise).
+
+    Workers call it before exiting, so that no worker leaves while the chief still evaluates and
+    exports (TensorFlow's coordination service reports a departed worker as crashed).
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf_config() is not None:
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
 def scratch_or(path, strategy: Optional[tf.distribute.Strategy]) -> Path:
     """`path` on the chief; a private temporary directory on other workers.
 

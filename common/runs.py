@@ -162,6 +162,9 @@ def import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+MAX_MESSAGE = 500  # characters of an error message shown without --debug
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
     """Runs a command-line `main(argv)`, turning errors into one line on stderr.
 
@@ -183,5 +186,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Seque
             traceback.print_exc()
         else:
             message = " ".join(str(e).split()) or type(e).__name__
+            if len(message) > MAX_MESSAGE:  # e.g. a TensorFlow error that prints whole tensors
+                message = message[:MAX_MESSAGE] + " ..."
             print(f"{prog}: error: {message} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1

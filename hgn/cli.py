@@ -6,7 +6,8 @@ Run directory layout:
     checkpoints/           tf.train checkpoints (networks, both optimizers, GECO, step counter)
     logs/                  TensorBoard
     metrics.json           evaluation (see hgn.evaluation) and timings
-    rollout_{forward,backward}.{png,gif}, mse_over_time.png, latent_energy.png, samples.gif
+    rollout_{forward,backward}.{png,gif}, mse_over_time.png, latent_energy.png, samples.gif,
+    training_curves.png    training loss and reconstruction MSE (from history.json, the logged scalars)
     saved_model/           SavedModel (see hgn.export)
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from common import config as config_lib
+from common import distribute
 from common.runs import RunError, atomic_write_json, check_writable_dir
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                      help="0 silent, 1 progress bar, 2 one line per checkpoint interval (default 1)")
     run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    distribute.add_arguments(parser)
     return parser
 
 
@@ -84,6 +87,10 @@ def _resolve(argv: Optional[Sequence[str]]):
             config = config_lib.config_from_args(HGNConfig, PRESETS, args)
     except ValueError as e:
         parser.error(str(e))
+    distribute.check_arguments(parser, args, config.batch_size)
+    if args.strategy == "multi_worker" and config.max_train_minutes:
+        parser.error("--max-train-minutes cannot be used with --strategy multi_worker (each worker would stop at "
+                     "its own time); use --steps")
     run_dir = Path(args.run_dir or f"runs/hgn-{dataset}")
     data_dir = args.data_dir or (saved or {}).get("data_dir")
     return args, config, dataset, run_dir, data_dir
@@ -103,20 +110,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `train_hgn.py` (see `DESCRIPTION`); returns the exit status."""
     args, config, dataset, run_dir, data_dir = _resolve(argv)
     check_writable_dir(run_dir)
+    try:
+        # Before anything initialises TensorFlow's devices (mirrored splits the CPU).
+        strategy = distribute.make_strategy(args.strategy, args.replicas)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    chief = distribute.is_chief(strategy)
     import data
-    import tensorflow as tf
 
     from hgn import evaluation, plots, training
     from hgn.export import export as export_saved_model
 
-    say = (lambda *a: print(*a, flush=True)) if args.verbose else (lambda *a: None)
+    say = (lambda *a: print(*a, flush=True)) if args.verbose and chief else (lambda *a: None)
     data_dir = data_dir or data.DEFAULT_DATA_DIR
     if not args.resume:
         if (run_dir / training.CHECKPOINT_DIR).exists() and any((run_dir / training.CHECKPOINT_DIR).iterdir()):
             raise RunError(f"--run-dir {str(run_dir)!r} already holds checkpoints; pass --resume to continue it "
                            f"or choose another --run-dir")
-    atomic_write_json(run_dir / "config.json", {"dataset": dataset, "data_dir": str(data_dir),
-                                                "config": config_lib.to_dict(config)})
+    if chief:
+        atomic_write_json(run_dir / "config.json", {"dataset": dataset, "data_dir": str(data_dir),
+                                                    "config": config_lib.to_dict(config)})
     t0 = time.time()
     say(f"preparing {dataset} ({config.n_train} train / {config.n_test} test trajectories) in {data_dir}")
     builder = data.prepare(dataset, data_dir=data_dir, n_train=config.n_train, n_test=config.n_test,
@@ -124,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            seed=config.data_seed)
     t_data = time.time() - t0
 
-    model = training.build_model(config)
+    model = training.build_model(config, strategy)
     manager = training.checkpoint_manager(model, run_dir)
     restored = training.restore_latest(model, manager, required=args.resume)
     start = int(model.train_steps.numpy())
@@ -134,9 +147,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.eval_only:
         ds = data.make_dataset(dataset, "train", builder=builder, window=config.window, batch_size=config.batch_size,
                                shuffle=True, seed=config.seed, repeat=True)
-        training.train(model, ds, run_dir, manager=manager, verbose=args.verbose)
+        training.train(model, ds, run_dir, manager=manager, verbose=args.verbose if chief else 0)
     t_train = time.time() - t1
     end = int(model.train_steps.numpy())
+    if not chief:
+        # Non-chief workers trained in lockstep; the chief evaluates and writes the outputs.
+        distribute.remove_scratch(Path(manager.directory).parent, strategy)
+        distribute.barrier(strategy)
+        return 0
+    if strategy.num_replicas_in_sync > 1 and manager.latest_checkpoint:
+        # Evaluate and export plain (not mirrored) variables: a default-strategy copy of the model.
+        model = training.build_model(config)
+        training.restore_latest(model, training.checkpoint_manager(model, run_dir), required=True)
 
     say("evaluating")
     t2 = time.time()
@@ -148,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metrics = evaluation.evaluate(model, train_arrays, test_arrays, fine_test=fine)
     samples = model.sample(8, config.eval_frames - 1, seed=config.seed + 1)["frames"].numpy()
     files = plots.save_run_plots(run_dir, metrics, test_arrays["frames"], samples, config.input_frames, config.dt)
+    history = training.load_history(run_dir, end)
+    if history:
+        plots.training_curves(run_dir / "training_curves.png", history)
+        files["training_curves"] = "training_curves.png"
     export_saved_model(model, run_dir / "saved_model")
     t_eval = time.time() - t2
 
@@ -158,9 +184,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "timing_seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "eval_export": round(t_eval, 1)},
         "train_samples_per_second": round(trained * config.batch_size / t_train, 2) if trained and t_train else None,
         "command": " ".join(["train_hgn.py", *(sys.argv[1:] if argv is None else argv)]),
+        "strategy": {"name": args.strategy, "replicas": strategy.num_replicas_in_sync},
         **evaluation.public(metrics),
     }
     atomic_write_json(run_dir / "metrics.json", result)
+    distribute.barrier(strategy)
     say(f"step {end}: test MSE x1e-4 forward {metrics['test_forward']['mse_x1e4']:.2f}, "
         f"backward {metrics['test_backward']['mse_x1e4']:.2f}; wrote {run_dir}")
     return 0

@@ -71,7 +71,11 @@ class HGNConfig:
     steps: int = field(500_000, "training steps (batches)")
     max_train_minutes: Optional[float] = field(None, "stop training after this wall-clock budget (none: run all --steps)")
     checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
-    max_nonfinite_steps: int = field(3, "consecutive non-finite steps (skipped, never applied) before the run stops")
+    max_nonfinite_steps: int = field(3, "consecutive non-finite steps (skipped, never applied) before the run "
+                                        "rolls back to its last checkpoint")
+    max_rollbacks: int = field(2, "rollbacks to the last checkpoint (each with a lower learning rate) before the "
+                                  "run stops with an error")
+    rollback_lr_factor: float = field(0.5, "learning-rate multiplier applied at each rollback, in (0, 1]")
     jit_compile: bool = field(False, "compile the training step with XLA (measured slower than oneDNN's convolutions "
                                      "on a 2-core AVX-512/AMX CPU: see bench/results/hgn_throughput.json)")
     fused_rollout: bool = field(False, "XLA-compile only the latent leapfrog rollout (many tiny convs) inside a "
@@ -94,7 +98,9 @@ class HGNConfig:
                  "max_nonfinite_steps", "n_train", "n_test", "data_frames", "eval_frames", "eval_trajectories",
                  "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels", "geco_init_lambda",
                  "geco_learning_rate", "max_train_minutes")
-        non_negative(self, "geco_kappa", "beta")
+        non_negative(self, "geco_kappa", "beta", "max_rollbacks")
+        if not 0.0 < self.rollback_lr_factor <= 1.0:
+            raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
         one_of(self, "encoder", ENCODERS)
         one_of(self, "decoder", DECODERS)
         one_of(self, "hamiltonian", HAMILTONIANS)

@@ -75,10 +75,13 @@ class HGN(keras.Model):
         self.integrator = _integrators.get(config.integrator)
         self.geco_param = self.add_weight(
             name="geco_param", shape=(), initializer=keras.initializers.Constant(_inverse_softplus(config.geco_init_lambda)))
+        # Counters updated in replica context: every replica computes the same value (the
+        # finite check is global), so under tf.distribute the first replica's update stands.
         self.train_steps = self.add_weight(name="train_steps", shape=(), dtype="int64", initializer="zeros",
-                                           trainable=False)
+                                           trainable=False, aggregation="only_first_replica")
         self.nonfinite_streak = self.add_weight(name="nonfinite_streak", shape=(), dtype="int64",
-                                                initializer="zeros", trainable=False)
+                                                initializer="zeros", trainable=False,
+                                                aggregation="only_first_replica")
         self.seed_generator = keras.random.SeedGenerator(config.seed, name="posterior_seed")
         self.geco_optimizer = keras.optimizers.Adam(config.geco_learning_rate, name="geco_adam")
         names = ["loss", "reconstruction", "kl", "lagrange_multiplier", "energy_drift"]
@@ -130,13 +133,25 @@ class HGN(keras.Model):
         q, p = tf.split(self.transformer(z), 2, axis=-1)
         return PhaseSpace(q, -p if backward else p)
 
-    def infer(self, frames: tf.Tensor, backward: bool = False, sample: bool = False):
+    @property
+    def latent_shape(self) -> tuple:
+        """Shape `(h, w, latent_channels)` of one posterior sample z."""
+        if "_latent_shape" not in self.__dict__:
+            c = self.config
+            mean, _ = self.posterior(tf.zeros([1, c.input_frames, c.image_size, c.image_size, 3]))
+            self.__dict__["_latent_shape"] = tuple(int(d) for d in mean.shape[1:])
+        return self.__dict__["_latent_shape"]
+
+    def infer(self, frames: tf.Tensor, backward: bool = False, sample: bool = False, noise=None):
         """Initial state from frames.
 
         Args:
           frames: `[B, T >= k, H, W, 3]`.
           backward: infer the state at the last frame (see the module docstring).
           sample: draw z from the posterior (training); otherwise use its mean.
+          noise: optional standard-normal draws `[B, h, w, latent_channels]` for that sample
+            (training takes them from the data pipeline, so every strategy and a resumed run see
+            the same numbers); by default they come from the model's seed generator.
 
         Returns:
           `(state, mean, log_scale)`.
@@ -144,7 +159,9 @@ class HGN(keras.Model):
         mean, log_scale = self.posterior(frames, backward)
         z = mean
         if sample:
-            z = mean + tf.exp(log_scale) * keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+            if noise is None:
+                noise = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+            z = mean + tf.exp(log_scale) * tf.cast(noise, mean.dtype)
         return self.to_state(z, backward), mean, log_scale
 
     def integrate(self, state: PhaseSpace, n_steps, dt) -> PhaseSpace:
@@ -238,10 +255,18 @@ class HGN(keras.Model):
         self.built = True
         return self
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy Keras first reduces a sample batch across replicas, which
+        # fails for a dict batch under MultiWorkerMirroredStrategy. build_all() has already created
+        # every variable, so there is nothing to build.
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     # ------------------------------------------------------------------ objective
-    def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool):
+    def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool, noise=None):
         c = self.config
-        state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational)
+        state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational, noise=noise)
         n = frames.shape[1] - 1
         traj = self.integrate(state, n, -c.dt if backward else c.dt)
         pred = self.decode_trajectory(traj.q)
@@ -257,8 +282,11 @@ class HGN(keras.Model):
         drift = tf.reduce_mean(tf.abs(energy - energy[:, :1]))
         return mse, kl, drift
 
-    def compute_losses(self, frames, training: bool = False) -> Dict[str, tf.Tensor]:
+    def compute_losses(self, frames, training: bool = False, noise=None) -> Dict[str, tf.Tensor]:
         """The objective's terms on a batch of windows `[B, T, H, W, 3]`.
+
+        `noise` (optional, `[B, 2, h, w, latent_channels]` standard normal) is the posterior
+        sampling noise of the forward (index 0) and backward (index 1) inference.
 
         Returns:
           dict: `loss` (minimised by the networks), `geco_loss` (minimised by phi), `reconstruction`
@@ -269,9 +297,12 @@ class HGN(keras.Model):
         frames = self._check_frames(frames, c.input_frames)
         if frames.shape[1] is None:  # pipelines lose the static window length; the rollout needs it
             frames = tf.ensure_shape(frames, [None, c.window, c.image_size, c.image_size, 3])
-        mse, kl, drift = self._window_terms(frames, backward=False, training=training)
+        noise_f = noise_b = None
+        if noise is not None:
+            noise_f, noise_b = noise[:, 0], noise[:, 1]
+        mse, kl, drift = self._window_terms(frames, backward=False, training=training, noise=noise_f)
         if c.training_mode == "forward_backward":
-            mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training)
+            mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training, noise=noise_b)
             mse, kl, drift = (mse + mse_b) / 2.0, (kl + kl_b) / 2.0, (drift + drift_b) / 2.0
         lam = self.lagrange_multiplier
         if c.objective == "geco":
@@ -284,29 +315,68 @@ class HGN(keras.Model):
         return {"loss": loss, "geco_loss": geco_loss, "reconstruction": mse, "kl": kl,
                 "lagrange_multiplier": lam, "energy_drift": drift}
 
+    def _apply_gradients(self, grads, net_vars) -> None:
+        self.optimizer.apply(grads[:-1], net_vars)
+        if self.config.objective == "geco":
+            self.geco_optimizer.apply(grads[-1:], [self.geco_param])
+
     def train_step(self, data):
+        """One step on a (per-replica) batch: `data` is frames or `{"frames", "noise"}`.
+
+        Under `tf.distribute`, each replica's loss is divided by the number of replicas, so the
+        optimizer's all-reduce (a sum) yields the gradient of the global batch mean; whether the
+        step is finite is decided for the global batch, so all replicas skip or apply together.
+        """
         frames = data["frames"] if isinstance(data, dict) else data
+        noise = data.get("noise") if isinstance(data, dict) else None
         net_vars = self.network_variables
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync
         with tf.GradientTape() as tape:
-            terms = self.compute_losses(frames, training=True)
+            terms = self.compute_losses(frames, training=True, noise=noise)
             total = terms["loss"] + terms["geco_loss"]
+            if replicas > 1:
+                total = total / float(replicas)
         grads = tape.gradient(total, net_vars + [self.geco_param])
         finite = tf.logical_and(_all_finite([terms["loss"], terms["geco_loss"]]), _all_finite(grads))
-
-        def apply():
-            self.optimizer.apply(grads[:-1], net_vars)
-            if self.config.objective == "geco":
-                self.geco_optimizer.apply(grads[-1:], [self.geco_param])
-            for name, tracker in self.trackers.items():
-                tracker.update_state(terms[name])
-            return tf.constant(0, tf.int64)
+        names = list(self.trackers)
+        if replicas > 1:
+            # One all-reduce for the logged terms and the finite flag: every replica then holds the
+            # global-batch values (logs need no further reduction) and takes the same branch below.
+            local = tf.stack([tf.cast(terms[n], tf.float32) for n in names] + [1.0 - tf.cast(finite, tf.float32)])
+            reduced = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, local)
+            terms = dict(terms, **{n: reduced[i] for i, n in enumerate(names)})
+            finite = tf.equal(reduced[-1], 0.0)
 
         # A non-finite step is skipped: nothing NaN reaches the weights, so none reaches a checkpoint.
-        skipped = tf.cond(finite, apply, lambda: tf.constant(1, tf.int64))
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, lambda: self._apply_gradients(grads, net_vars), lambda: None)
+        else:
+            # MirroredStrategy on CPUs: the optimizer synchronises through merge_call, which may not
+            # sit inside a cond in replica context; decide in cross-replica context (as Keras's
+            # LossScaleOptimizer does) and apply in each replica from there.
+            def cross_replica(distribution, grads, finite):
+                ok = distribution.experimental_local_results(finite)[0]
+
+                def apply():
+                    distribution.extended.call_for_each_replica(self._apply_gradients, args=(grads, net_vars))
+
+                tf.cond(ok, apply, lambda: None)
+
+            ctx.merge_call(cross_replica, args=(grads, finite))
+        weight = tf.cast(finite, tf.float32)
+        for name, tracker in self.trackers.items():
+            value = tf.cast(terms[name], tf.float32)
+            tracker.update_state(tf.where(finite, value, tf.zeros_like(value)), sample_weight=weight)
+        skipped = 1 - tf.cast(finite, tf.int64)
         self.train_steps.assign_add(1)
         self.nonfinite_streak.assign((self.nonfinite_streak + skipped) * skipped)
         logs = {name: t.result() for name, t in self.trackers.items()}
-        logs["nonfinite_streak"] = tf.convert_to_tensor(self.nonfinite_streak)
+        logs["nonfinite_streak"] = tf.cast(self.nonfinite_streak, tf.float32)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces multi-worker logs with a mean over axis 0, which needs rank >= 1; the
+            # values are already global (all-reduced above), so the mean returns them unchanged.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
     def test_step(self, data):

@@ -103,6 +103,20 @@ def latent_energy(path, energy: np.ndarray, dt: float, n_lines: int = 8) -> None
     _save_fig(fig, path)
 
 
+def training_curves(path, history: Sequence[dict]) -> None:
+    """Training loss and per-pixel reconstruction MSE against the step, from `history.json` rows."""
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(steps, [h["loss"] for h in history])
+    axes[0].set_title("training loss")
+    axes[1].plot(steps, [h["reconstruction"] * 1e4 for h in history])
+    axes[1].set_yscale("log")
+    axes[1].set_title("training reconstruction MSE x 1e-4")
+    for ax in axes:
+        ax.set_xlabel("step")
+    _save_fig(fig, path)
+
+
 def save_run_plots(out_dir, metrics: Dict[str, object], test_frames: np.ndarray, samples: np.ndarray,
                    input_frames: int, dt: float) -> Dict[str, str]:
     """Writes every picture of a run into `out_dir`; returns `{name: file name}`."""

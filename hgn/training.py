@@ -1,35 +1,78 @@
 """Training an HGN with `keras.Model.fit`: checkpoints, resume, the non-finite guard, TensorBoard.
 
-Resume contract: a checkpoint holds the networks, both optimizers (Adam moments and step
-counts), the GECO parameter, the posterior-sampling seed state and `train_steps` (batches
-consumed). The training pipeline is deterministic given its seed, so skipping `train_steps`
-batches puts a resumed run on exactly the data an uninterrupted run would have seen next.
+Resume contract: a checkpoint holds the networks, both optimizers (Adam moments, step counts
+and learning rates), the GECO parameter and `train_steps` (batches consumed). The training
+pipeline is deterministic given its seed, and the posterior noise of batch i is drawn from a
+stateless seed (config.seed, i) inside the pipeline, so skipping `train_steps` batches puts a
+resumed run on exactly the data and noise an uninterrupted run would have seen next.
+
+Distribution: build the model under a `tf.distribute` strategy (`build_model(config,
+strategy)`); `fit` then splits each global batch across the replicas. Because the noise
+travels with the batch, a mirrored or multi-worker run computes the same global gradient as a
+single-device run, up to the order of float32 sums.
+
+Non-finite guard: a step whose loss or gradients are not finite is skipped (never applied).
+After `max_nonfinite_steps` such steps in a row the run rolls back to its newest checkpoint
+(which never holds non-finite weights), multiplies the learning rate by `rollback_lr_factor`
+and replays the data from there; after `max_rollbacks` rollbacks it stops with
+`NonFiniteLossError`.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.runs import NonFiniteLossError, RunError, restore_newest_readable
+from common import distribute
+from common.runs import NonFiniteLossError, RunError, atomic_write_json, restore_newest_readable
 from hgn.config import HGNConfig
 from hgn.model import HGN
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+HISTORY_FILE = "history.json"
+NOISE_STREAM = 104_729  # offsets the posterior-noise seeds from every other use of config.seed
 
 
-def build_model(config: HGNConfig) -> HGN:
-    """A compiled HGN with every variable (and optimizer slot) created, ready to restore into."""
+def build_model(config: HGNConfig, strategy: Optional[tf.distribute.Strategy] = None) -> HGN:
+    """A compiled HGN with every variable (and optimizer slot) created, ready to restore into.
+
+    Args:
+      config: the model's config.
+      strategy: a `tf.distribute` strategy to build (and later train) under; None = default.
+    """
     keras.utils.set_random_seed(config.seed)
-    model = HGN(config)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=config.jit_compile)
-    return model.build_all()
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = HGN(config)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=config.jit_compile)
+        return model.build_all()
+
+
+def with_posterior_noise(dataset: tf.data.Dataset, model: HGN) -> tf.data.Dataset:
+    """Adds `noise` `[B, 2, h, w, c]` to each batch: the posterior noise of batch i (forward, backward).
+
+    Drawn from the stateless seed (config.seed, i) for the whole global batch, so it does not
+    depend on how the batch is split across replicas, and a resumed run (which skips i batches)
+    draws the same numbers.
+    """
+    shape = list(model.latent_shape)
+    seed = (model.config.seed + NOISE_STREAM) % 2**31
+
+    def add(i, batch):
+        frames = batch["frames"] if isinstance(batch, dict) else batch
+        batch = dict(batch) if isinstance(batch, dict) else {"frames": frames}
+        size = tf.shape(frames)[0]
+        batch["noise"] = tf.random.stateless_normal(tf.concat([[size, 2], shape], 0),
+                                                    seed=tf.stack([tf.constant(seed, tf.int64), i]))
+        return batch
+
+    return dataset.enumerate().map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _variables_by_path(model: HGN) -> dict:
@@ -42,10 +85,15 @@ def _variables_by_path(model: HGN) -> dict:
 
 
 def checkpoint_manager(model: HGN, run_dir, max_to_keep: int = 3) -> tf.train.CheckpointManager:
-    """A `tf.train.CheckpointManager` over model, optimizers and counters in `run_dir/checkpoints`."""
+    """A `tf.train.CheckpointManager` over model, optimizers and counters in `run_dir/checkpoints`.
+
+    On a non-chief worker of a multi-worker run the manager writes into a scratch directory
+    instead (every worker takes part in saving; only the chief's checkpoints are kept).
+    """
     ckpt = tf.train.Checkpoint(model=_variables_by_path(model), optimizer=model.optimizer,
                                geco_optimizer=model.geco_optimizer)
-    return tf.train.CheckpointManager(ckpt, str(Path(run_dir) / CHECKPOINT_DIR), max_to_keep=max_to_keep)
+    directory = distribute.scratch_or(Path(run_dir), model.distribute_strategy) / CHECKPOINT_DIR
+    return tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=max_to_keep)
 
 
 def restore_latest(model: HGN, manager: tf.train.CheckpointManager, required: bool) -> Optional[str]:
@@ -72,18 +120,22 @@ class StepCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.manager, self.every, self.steps = manager, every, steps
         self.last_saved: Optional[int] = None
+        self.after_save: Optional[Callable[[], None]] = None
 
     def _step(self) -> int:
         return int(self.model.train_steps.numpy())
 
     def save(self) -> None:
         step = self._step()
-        if step == self.last_saved:
+        if step == self.last_saved or int(self.model.nonfinite_streak.numpy()):
+            # Never in the middle of a non-finite streak: a rollback must find the state before it.
             return
         if not _weights_finite(self.model):
             raise NonFiniteLossError(f"weights became non-finite at step {step}; not checkpointed")
         self.manager.save(checkpoint_number=step)
         self.last_saved = step
+        if self.after_save is not None:
+            self.after_save()
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
@@ -97,24 +149,22 @@ class StepCheckpoint(keras.callbacks.Callback):
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops training after `patience` consecutive non-finite steps (each already skipped).
+    """Stops `fit` after `patience` consecutive non-finite steps (each already skipped).
 
-    The reason is kept in `self.error` and raised by `train` once `fit` returns, so the last
-    good checkpoint stays the newest one.
+    What happened is kept in `self.tripped` (a message) for `train`, which then rolls back to the
+    last checkpoint or raises; the last good checkpoint stays the newest one either way.
     """
 
     def __init__(self, patience: int):
         super().__init__()
         self.patience = patience
-        self.error: Optional[str] = None
+        self.tripped: Optional[str] = None
 
     def on_train_batch_end(self, batch, logs=None):
         streak = int(self.model.nonfinite_streak.numpy())
         if streak >= self.patience:
             step = int(self.model.train_steps.numpy())
-            self.error = (f"loss or gradients non-finite for {streak} consecutive steps (last at step {step}); "
-                          f"those updates were skipped and the last checkpoint holds finite weights. "
-                          f"Try a lower --learning-rate")
+            self.tripped = f"loss or gradients non-finite for {streak} consecutive steps (last at step {step})"
             self.model.stop_training = True
 
 
@@ -142,22 +192,29 @@ class ScalarLogger(keras.callbacks.Callback):
     event records without it, and TensorBoard reads them when installed.
     """
 
-    def __init__(self, log_dir, every: int):
+    def __init__(self, log_dir, every: int, history: Optional[List[dict]] = None):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
         self.every = every
+        self.history = history if history is not None else []
         from tensorflow.core.framework import summary_pb2
 
         self.metadata = summary_pb2.SummaryMetadata()
         self.metadata.plugin_data.plugin_name = "scalars"
 
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.train_steps.numpy())
         if step % self.every or not logs:
             return
+        values = {name: float(value) for name, value in logs.items()}
+        values["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+        self.history.append({"step": step, **values, "wall_seconds": round(time.monotonic() - self.start, 3)})
         with self.writer.as_default():
-            for name, value in logs.items():
-                tf.summary.write(f"train/{name}", tf.constant(float(value), tf.float32), step=step,
+            for name, value in values.items():
+                tf.summary.write(f"train/{name}", tf.constant(value, tf.float32), step=step,
                                  metadata=self.metadata.SerializeToString())
         self.writer.flush()
 
@@ -165,42 +222,87 @@ class ScalarLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
+def load_history(run_dir, upto: int) -> List[dict]:
+    """The logged training scalars of `run_dir` up to step `upto` (empty for a new run)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    return [h for h in json.loads(path.read_text()) if h["step"] <= upto]
+
+
+def _shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) -> tf.data.Dataset:
+    # Multi-worker: every worker builds the same deterministic pipeline and keeps its part of each
+    # global batch (file-based auto-sharding would give workers different data orders).
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.CheckpointManager,
           verbose: int = 1, extra_callbacks: Optional[List[keras.callbacks.Callback]] = None) -> int:
     """Runs `fit` from `model.train_steps` to `config.steps`; returns the final step.
 
     Args:
-      model: a built (and possibly restored) HGN.
-      dataset: the repeated, deterministic training pipeline from its beginning; the batches a
-        restored model already consumed are skipped here.
-      run_dir: run directory (TensorBoard logs go to `run_dir/logs`).
+      model: a built (and possibly restored) HGN, built under the strategy to train with.
+      dataset: the repeated, deterministic training pipeline from its beginning (global
+        batches); the posterior noise is added here and the batches a restored model already
+        consumed are skipped.
+      run_dir: run directory (TensorBoard logs go to `run_dir/logs`, logged scalars to
+        `run_dir/history.json`; only the chief writes them).
       manager: the checkpoint manager.
       verbose: Keras progress-bar verbosity (1 bar, 2 one line per epoch, 0 silent).
 
     Raises:
-      NonFiniteLossError: the guard stopped training.
+      NonFiniteLossError: non-finite steps persisted after `max_rollbacks` rollbacks (or with no
+        checkpoint to roll back to).
     """
     c = model.config
+    strategy = model.distribute_strategy
+    chief = distribute.is_chief(strategy)
+    run_dir = Path(run_dir)
     start = int(model.train_steps.numpy())
     if start >= c.steps:
         return start
     epoch_len = c.checkpoint_every
-    guard = NonFiniteGuard(c.max_nonfinite_steps)
-    checkpointer = StepCheckpoint(manager, c.checkpoint_every, c.steps)
-    callbacks = [
-        guard,
-        checkpointer,
-        ScalarLogger(Path(run_dir) / LOG_DIR, every=max(1, min(50, epoch_len))),
-        *([TimeBudget(c.max_train_minutes)] if c.max_train_minutes else []),
-        *(extra_callbacks or []),
-    ]
-    try:
-        model.fit(dataset.skip(start), epochs=math.ceil(c.steps / epoch_len), steps_per_epoch=epoch_len,
-                  initial_epoch=start // epoch_len, callbacks=callbacks, verbose=verbose)
-    except KeyboardInterrupt:
-        # Ctrl-C (SIGINT): keep the work done so far; --resume continues from this step.
-        checkpointer.save()
-        raise
-    if guard.error:
-        raise NonFiniteLossError(guard.error)
-    return int(model.train_steps.numpy())
+    dataset = _shard_by_data(with_posterior_noise(dataset, model), strategy)
+    history = load_history(run_dir, start) if chief else []
+    rollbacks = 0
+    while True:
+        start = int(model.train_steps.numpy())
+        guard = NonFiniteGuard(c.max_nonfinite_steps)
+        checkpointer = StepCheckpoint(manager, c.checkpoint_every, c.steps)
+        if chief:
+            checkpointer.after_save = lambda: atomic_write_json(
+                run_dir / HISTORY_FILE, [h for h in history if h["step"] <= int(model.train_steps.numpy())])
+        callbacks = [
+            guard,
+            checkpointer,
+            *([ScalarLogger(run_dir / LOG_DIR, every=max(1, min(50, epoch_len)), history=history)] if chief else []),
+            *([TimeBudget(c.max_train_minutes)] if c.max_train_minutes else []),
+            *(extra_callbacks or []),
+        ]
+        try:
+            model.fit(dataset.skip(start), epochs=math.ceil(c.steps / epoch_len), steps_per_epoch=epoch_len,
+                      initial_epoch=start // epoch_len, callbacks=callbacks, verbose=verbose)
+        except KeyboardInterrupt:
+            # Ctrl-C (SIGINT): keep the work done so far; --resume continues from this step.
+            checkpointer.save()
+            raise
+        if guard.tripped is None:
+            return int(model.train_steps.numpy())
+        if rollbacks >= c.max_rollbacks or manager.latest_checkpoint is None:
+            raise NonFiniteLossError(
+                f"{guard.tripped} after {rollbacks} rollback(s); those updates were skipped and the newest "
+                f"checkpoint holds finite weights. Try a lower --learning-rate")
+        rollbacks += 1
+        restored = restore_latest(model, manager, required=True)
+        lr = float(model.optimizer.learning_rate.numpy()) * c.rollback_lr_factor
+        model.optimizer.learning_rate.assign(lr)
+        model.nonfinite_streak.assign(0)
+        del history[:]  # replayed from the checkpoint: keep only what it covers
+        history.extend(load_history(run_dir, int(model.train_steps.numpy())) if chief else [])
+        if verbose:
+            print(f"{guard.tripped}: rolled back to {restored} (step {int(model.train_steps.numpy())}) with "
+                  f"learning rate {lr:.3g} (rollback {rollbacks} of {c.max_rollbacks})", flush=True)
