@@ -8,7 +8,8 @@
   distributions by name; `MomentumEncoder`, `LearnedHamiltonian`, `MLP`, `ScalarMLP`: parts.
 * `NHFConfig` / `PRESETS`: a run's settings; `run_experiment`: train (or resume, or
   re-evaluate) and write every output; `export_saved_model`: the SavedModel with `log_prob(q)`
-  and `sample(n)`. `nhf.training` holds the loop's parts (train step, NaN guard, evaluation).
+  and `sample(n)`. `nhf.training` holds the loop's parts (train step, NaN guard, evaluation);
+  training runs under any `tf.distribute` strategy (`run_experiment(..., strategy=...)`).
 """
 from nhf.bijector import NeuralHamiltonianFlow
 from nhf.config import PRESETS, NHFConfig

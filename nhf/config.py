@@ -57,7 +57,10 @@ class NHFConfig:
     log_every: int = field(50, "steps between TensorBoard scalars")
     max_bad_steps: int = field(20, "consecutive non-finite steps before rolling back to the last checkpoint")
     max_rollbacks: int = field(3, "rollbacks before the run stops with an error")
+    rollback_lr_factor: float = field(0.5, "each rollback multiplies the learning rate by this factor, in (0, 1] "
+                                           "(1 retries at the same rate); the lowered rate is checkpointed")
     export: bool = field(True, "write a SavedModel with log_prob(q) and sample(n) signatures")
+    figure: bool = field(True, "write figure.png (target and model densities on a grid, samples, potentials)")
     seed: int = field(0, "seed for data, initial weights and every random draw")
 
     def validate(self) -> None:
@@ -74,6 +77,8 @@ class NHFConfig:
                  "test_size", "eval_momenta", "eval_every", "checkpoint_every", "log_every", "max_bad_steps")
         if self.warmup_steps < 0 or self.max_rollbacks < 0:
             raise ValueError("--warmup-steps and --max-rollbacks must be >= 0")
+        if not 0.0 < self.rollback_lr_factor <= 1.0:
+            raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
         if not self.widths:
             raise ValueError("--widths needs at least one hidden layer")
         if self.mode == "vi" and targets.get(self.target, self._target_dim()).log_prob is None:

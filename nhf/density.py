@@ -115,22 +115,41 @@ class HamiltonianFlowDensity(tfd.Distribution):
         return tf.constant([], tf.int32)
 
     # --- bounds ---
-    def log_weights(self, q: Tensor, num_momenta: int, seed=None) -> Tensor:
-        """log rho(q, p_k) - log f(p_k | q) for K momenta p_k ~ f(.|q): shape `[K, batch...]`."""
+    def log_weights(self, q: Tensor, num_momenta: int, seed=None, noise: Optional[Tensor] = None) -> Tensor:
+        """log rho(q, p_k) - log f(p_k | q) for K momenta p_k ~ f(.|q): shape `[K, batch...]`.
+
+        Args:
+          q: points `[batch..., d]`.
+          num_momenta: K.
+          seed: stateless seed of the momenta (when `noise` is None).
+          noise: optional standard-normal draws `[K, batch..., d]` used instead of `seed` (see
+            `MomentumEncoder.sample_and_log_prob`); K is then its leading size.
+        """
         q = tf.convert_to_tensor(q, self.dtype)
-        seed = tfp.random.sanitize_seed(seed)
-        p, log_f = self._encoder.sample_and_log_prob(q, num_momenta, seed)
+        if noise is None:
+            seed = tfp.random.sanitize_seed(seed)
+        p, log_f = self._encoder.sample_and_log_prob(q, num_momenta, seed, noise=noise)
         q_k = tf.broadcast_to(q, tf.shape(p))
         return self._phase_space.log_prob(tf.concat([q_k, p], axis=-1)) - log_f
 
-    def elbo(self, q: Tensor, num_momenta: int = 1, seed=None) -> Tensor:
-        """Monte Carlo ELBO per point, averaged over `num_momenta` momenta: `[batch...]`."""
-        return tf.reduce_mean(self.log_weights(q, num_momenta, seed), axis=0)
+    def elbo(self, q: Tensor, num_momenta: int = 1, seed=None, noise: Optional[Tensor] = None) -> Tensor:
+        """Monte Carlo ELBO per point, averaged over `num_momenta` momenta: `[batch...]`.
 
-    def iwae_bound(self, q: Tensor, num_momenta: Optional[int] = None, seed=None) -> Tensor:
-        """Importance-weighted bound per point: log-mean-exp of the K log weights, `[batch...]`."""
+        `noise` (optional, `[K, batch..., d]` standard normals) replaces the draws from `seed`.
+        """
+        return tf.reduce_mean(self.log_weights(q, num_momenta, seed, noise=noise), axis=0)
+
+    def iwae_bound(self, q: Tensor, num_momenta: Optional[int] = None, seed=None,
+                   noise: Optional[Tensor] = None) -> Tensor:
+        """Importance-weighted bound per point: log-mean-exp of the K log weights, `[batch...]`.
+
+        `noise` (optional, `[K, batch..., d]` standard normals) replaces the draws from `seed`;
+        K is then its leading size.
+        """
         k = self._num_momenta if num_momenta is None else num_momenta
-        log_w = self.log_weights(q, k, seed)
+        log_w = self.log_weights(q, k, seed, noise=noise)
+        if noise is not None:  # K is the noise's leading size
+            return tf.reduce_logsumexp(log_w, axis=0) - tf.math.log(tf.cast(tf.shape(log_w)[0], log_w.dtype))
         return tf.reduce_logsumexp(log_w, axis=0) - tf.cast(math.log(k), log_w.dtype)
 
     def _log_prob(self, q, seed=None):
@@ -141,15 +160,32 @@ class HamiltonianFlowDensity(tfd.Distribution):
         return states[..., : self._dim]
 
     # --- variational inference (reverse KL to an unnormalised target) ---
-    def vi_log_weights(self, target_log_prob: Callable[[Tensor], Tensor], n: int, seed=None) -> Tensor:
+    def vi_log_weights(self, target_log_prob: Callable[[Tensor], Tensor], n: int, seed=None,
+                       base_samples: Optional[Tensor] = None) -> Tensor:
         """Importance log weights of n flow samples for an unnormalised target over q.
 
         Samples (q, p) ~ rho exactly and returns log w = log target(q) + log f(p | q) - log rho(q, p),
         where f serves as the auxiliary reverse model. E[log w] <= log Z (maximise it: reverse KL
         on phase space, an upper bound on the reverse KL of the q-marginal), and E[w] = Z, so
         `exp(log w)` are valid importance weights for expectations under the target.
+
+        Args:
+          target_log_prob: the unnormalised log density of the target over q.
+          n: number of samples (ignored when `base_samples` is given).
+          seed: stateless seed of the prior draws (when `base_samples` is None).
+          base_samples: optional draws (q0, p0) from the prior, `[n, 2d]`, pushed through the
+            flow instead of drawing from `seed`: log rho = log prior(x0) - log|det J(x0)| (the
+            Jacobian of the affine output layer; the Hamiltonian part has none). Draw them
+            with the reparameterisation (`prior.sample`) inside the gradient tape, so that a
+            learned prior still gets its pathwise gradient.
         """
-        states, log_rho = self._phase_space.experimental_sample_and_log_prob(n, seed=seed)
+        if base_samples is None:
+            states, log_rho = self._phase_space.experimental_sample_and_log_prob(n, seed=seed)
+        else:
+            x0 = tf.convert_to_tensor(base_samples, self.dtype)
+            bijector = self._phase_space.bijector
+            states = bijector.forward(x0)
+            log_rho = self._prior.log_prob(x0) - bijector.forward_log_det_jacobian(x0, event_ndims=1)
         q, p = states[..., : self._dim], states[..., self._dim:]
         log_f = self._encoder.distribution(q).log_prob(p)
         return target_log_prob(q) + log_f - log_rho

@@ -49,20 +49,29 @@ class MomentumEncoder(tf.Module):
         mean, log_var = self.mean_and_log_var(q)
         return tfd.MultivariateNormalDiag(mean, tf.exp(0.5 * log_var))
 
-    def sample_and_log_prob(self, q: Tensor, num_samples: int, seed) -> Tuple[Tensor, Tensor]:
+    def sample_and_log_prob(self, q: Tensor, num_samples: int, seed=None,
+                            noise: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """`num_samples` reparameterised momenta per q and their log f(p | q).
+
+        p = mu(q) + exp(log_var(q) / 2) * eps with standard-normal eps, drawn here from `seed`
+        or passed in as `noise` (a distributed run draws eps for the global batch and gives each
+        replica its share, so that every strategy sees the same numbers).
 
         Args:
           q: `[batch..., d]`.
-          num_samples: K.
-          seed: a stateless seed (shape [2] int tensor).
+          num_samples: K (ignored when `noise` is given: K is its leading size).
+          seed: a stateless seed (shape [2] int tensor); used when `noise` is None.
+          noise: optional standard-normal draws eps, shape `[K, batch..., d]`.
 
         Returns:
           `p` of shape `[K, batch..., d]` and `log f(p | q)` of shape `[K, batch...]`.
         """
         mean, log_var = self.mean_and_log_var(q)
-        shape = tf.concat([[num_samples], tf.shape(q)], axis=0)
-        eps = tf.random.stateless_normal(shape, seed, dtype=q.dtype)
+        if noise is None:
+            shape = tf.concat([[num_samples], tf.shape(q)], axis=0)
+            eps = tf.random.stateless_normal(shape, seed, dtype=q.dtype)
+        else:
+            eps = tf.convert_to_tensor(noise, q.dtype)
         p = mean + tf.exp(0.5 * log_var) * eps
         log_f = -0.5 * tf.reduce_sum(tf.square(eps) + log_var, axis=-1) - 0.5 * self.dim * math.log(2 * math.pi)
         return p, log_f

@@ -1,21 +1,43 @@
-"""Training an NHF: a custom XLA-compiled step, checkpoints, resume, the non-finite guard.
+"""Training an NHF: a custom XLA-compiled step under any `tf.distribute` strategy, checkpoints,
+resume, the non-finite guard.
 
 Resume contract: a checkpoint holds every model variable, the Adam moments and iteration
-count, and the step counter. Every random draw of step `s` (the batch indices and the momenta)
-is a pure function of `(config.seed, s)`, so a resumed run sees exactly the batches and noise an
-uninterrupted run would have seen.
+count, the step counter and the learning-rate scale (lowered by rollbacks). Every random draw
+of step `s` (the batch indices and the momenta) is a pure function of `(config.seed, s)`, so a
+resumed run sees exactly the batches and noise an uninterrupted run would have seen.
 
-Non-finite guard: a step whose loss or gradient is NaN/Inf is not applied. After
-`max_bad_steps` such steps in a row the run rolls back to the last checkpoint (which is never
-written with non-finite weights); after `max_rollbacks` rollbacks it stops with
-`NonFiniteLossError`.
+Distribution (`strategy=`, see `common.distribute`): the batch size is the global batch. Each
+step draws the global batch and all of its random numbers exactly as a single-device run does
+(the momentum noise `[B, K, d]` once per step, then split with the batch; in VI mode every
+replica draws the global batch's prior samples and keeps its slice), each replica computes the
+loss and gradient of its equal share, and the loss and gradients are averaged across replicas
+(MEAN all-reduce); the averaged gradient is clipped and checked, and every replica applies it
+to its copy of the mirrored variables (no second all-reduce).
+
+What is deterministic: a run with a given strategy, replica count and seed gives the same
+losses every time (bit for bit on the same machine). Across strategies the trajectory is the
+same up to float32 round-off from the summation order (the mean of per-replica means instead
+of one mean; measured ~1e-7 relative per step on the tiny test config, growing slowly with
+training), so `mirrored` and `multi_worker` are not bit-identical to `default`; XLA on or off
+(`config.jit`) differs by round-off in the same way. Checkpoints do not depend on the
+strategy: a run may be resumed under another one. Only the chief (worker 0) writes files;
+other workers save their checkpoints into a scratch folder that is deleted at the end (and
+read the chief's folder on `resume`, which must therefore be on a file system they share).
+
+Non-finite guard: a step whose (replica-averaged) loss or gradient is NaN/Inf is not applied.
+After `max_bad_steps` such steps in a row the run rolls back to the last checkpoint (which is
+never written with non-finite weights) and multiplies the learning rate by
+`rollback_lr_factor` (a scale variable kept in the checkpoint, so the lower rate persists);
+after `max_rollbacks` rollbacks it stops with `NonFiniteLossError`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -24,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import config as config_lib
+from common import distribute
 from common.runs import NonFiniteLossError, RunError, atomic_write_json, restore_newest_readable
 from data import targets
 from nhf.config import NHFConfig
@@ -46,10 +69,48 @@ class Run:
     optimizer: keras.optimizers.Optimizer
     step: tf.Variable
     manager: Optional[tf.train.CheckpointManager]
+    lr_scale: tf.Variable
+    strategy: tf.distribute.Strategy
+    resume_manager: Optional[tf.train.CheckpointManager] = None
 
     @property
     def dtype(self) -> tf.DType:
         return tf.as_dtype(self.config.dtype)
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run's files (always, unless multi-worker)."""
+        return distribute.is_chief(self.strategy)
+
+
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule(step) * scale`, with `scale` a variable (lowered by rollbacks, checkpointed)."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, scale: tf.Variable):
+        self.schedule = schedule
+        self.scale = scale
+
+    def __call__(self, step):
+        lr = self.schedule(step)
+        return lr * tf.cast(self.scale, lr.dtype)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule)}
+
+
+class AveragedGradientAdam(keras.optimizers.Adam):
+    """Adam for gradients that are already averaged across replicas (see `make_train_step`).
+
+    Applied in a replica context, Keras's TensorFlow optimizer first all-reduce-SUMs the
+    gradients (and it cannot be applied in cross-replica context under a mirrored strategy:
+    its update goes through a merge call, which needs a replica context). The NHF step averages
+    and clips the gradients itself, so this optimizer skips that sum and only updates every
+    copy of the mirrored variables with the same, already-reduced gradient. Under the default
+    strategy it is plain Adam.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
 
 
 def learning_rate_schedule(config: NHFConfig) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -60,40 +121,70 @@ def learning_rate_schedule(config: NHFConfig) -> keras.optimizers.schedules.Lear
         warmup_target=config.lr if config.warmup_steps else None, warmup_steps=config.warmup_steps)
 
 
-def build_run(config: NHFConfig, run_dir=None) -> Run:
-    """Target data, model and optimizer (with its slots created) and a checkpoint manager."""
+def build_run(config: NHFConfig, run_dir=None, strategy: Optional[tf.distribute.Strategy] = None) -> Run:
+    """Target data, model and optimizer (with its slots created) and a checkpoint manager.
+
+    Args:
+      config: the run's settings.
+      run_dir: where checkpoints go (`run_dir/checkpoints`); None for no checkpoints.
+      strategy: the `tf.distribute` strategy to build the variables under (default: the
+        default strategy). On a non-chief worker the checkpoints go to a scratch folder
+        (`common.distribute.scratch_or`) and `resume_manager` reads the chief's.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
     target = targets.get(config.target, config.dim if config.target == "mixture_nd" else None)
     dtype = tf.as_dtype(config.dtype)
     test = target.sample(config.test_size, seed=config.seed * 7 + 2).astype(dtype.as_numpy_dtype)
     train = None
     if config.mode == "density":
         train = target.sample(config.train_size, seed=config.seed * 7 + 1).astype(dtype.as_numpy_dtype)
-    model = build_density(
-        target.dim, num_hamiltonians=config.num_hamiltonians, n_steps=config.n_steps, step_size=config.step_size,
-        widths=config.widths, activation=config.activation, kinetic=config.kinetic, prior=config.prior,
-        encoder_widths=config.encoder_widths, affine=config.affine, data=train, num_momenta=config.eval_momenta,
-        init_scale=config.init_scale, dtype=dtype, seed=config.seed)
-    optimizer = keras.optimizers.Adam(learning_rate_schedule(config))
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
-    manager = None
+    with strategy.scope():
+        model = build_density(
+            target.dim, num_hamiltonians=config.num_hamiltonians, n_steps=config.n_steps,
+            step_size=config.step_size, widths=config.widths, activation=config.activation, kinetic=config.kinetic,
+            prior=config.prior, encoder_widths=config.encoder_widths, affine=config.affine, data=train,
+            num_momenta=config.eval_momenta, init_scale=config.init_scale, dtype=dtype, seed=config.seed)
+        lr_scale = tf.Variable(1.0, dtype=tf.float32, name="lr_scale", trainable=False)
+        optimizer = AveragedGradientAdam(ScaledSchedule(learning_rate_schedule(config), lr_scale))
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
+    manager = resume_manager = None
     if run_dir is not None:
-        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
-        manager = tf.train.CheckpointManager(ckpt, str(Path(run_dir) / CHECKPOINT_DIR), max_to_keep=3)
-    return Run(config, target, train, test, model, optimizer, step, manager)
+        ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, lr_scale=lr_scale)
+        directory = Path(run_dir) / CHECKPOINT_DIR
+        manager = tf.train.CheckpointManager(ckpt, str(distribute.scratch_or(directory, strategy)), max_to_keep=3)
+        resume_manager = manager
+        if Path(manager.directory) != directory:  # a non-chief worker: resume from the chief's checkpoints
+            resume_manager = tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=3)
+    return Run(config, target, train, test, model, optimizer, step, manager, lr_scale, strategy, resume_manager)
 
 
-def restore_latest(run: Run, required: bool) -> Optional[str]:
+def restore_latest(run: Run, required: bool, manager: Optional[tf.train.CheckpointManager] = None) -> Optional[str]:
     """Restores the newest checkpoint into `run`; returns its path or None.
+
+    Args:
+      run: the run to restore into (under any strategy: checkpoints do not depend on it).
+      required: raise when there is nothing to restore.
+      manager: where to read (default `run.manager`, the folder this process writes).
+
+    A checkpoint written before the learning-rate scale existed leaves the scale unchanged (1 in
+    a freshly built run).
 
     Raises:
       RunError: `required` and there is no checkpoint, or it does not fit this config.
     """
-    if run.manager is None:
+    manager = manager or run.manager
+    if manager is None:
         if required:
             raise RunError("--resume: this run has no checkpoint directory")
         return None
-    return restore_newest_readable(run.manager, required, what="this config")
+    # The scale is restored separately: a checkpoint without it (older runs) still matches.
+    legacy = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer, step=run.step)
+    view = types.SimpleNamespace(checkpoints=manager.checkpoints, checkpoint=legacy, directory=manager.directory)
+    path = restore_newest_readable(view, required, what="this config")
+    if path is not None:
+        tf.train.Checkpoint(lr_scale=run.lr_scale).restore(path).expect_partial()
+    return path
 
 
 def _scalar_summary(name: str, value: float, step: int) -> None:
@@ -118,44 +209,88 @@ def step_seed(config: NHFConfig, step: int, stream: int = 0) -> np.ndarray:
 def make_train_step(run: Run) -> Callable:
     """`step(batch, seed) -> (loss, grad_norm, finite)` computing, checking and applying one update.
 
-    The loss and gradient are computed in an XLA-compiled function (when `config.jit`); the
-    update is applied in a second, small function only if everything is finite.
+    `batch` is the global batch (`[batch_size, d]`; only its size matters in VI mode) and
+    `seed` the step's stateless seed. Every random number of the step is drawn for the global
+    batch (see the module docstring), so the result does not depend on how many replicas share
+    the work. Each replica's loss and gradient are computed by an XLA-compiled function (when
+    `config.jit`) inside `strategy.run`; they are averaged across replicas, the averaged
+    gradient is clipped by its global norm, and the update is applied in a second, small
+    function only if loss and gradient are finite (`AveragedGradientAdam`: every copy of the
+    mirrored variables gets the same, already-averaged gradient, without Keras's own
+    all-reduce). Every worker reaches the same decision: it is taken on the averaged values.
     """
-    config, model = run.config, run.model
+    config, model, strategy = run.config, run.model, run.strategy
     variables = model.trainable_variables
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {replicas} replicas")
+    local = config.batch_size // replicas
+    dtype = run.dtype
 
     if config.mode == "density":
         bound = model.iwae_bound if config.objective == "iwae" else model.elbo
 
-        def loss_fn(batch, seed):
-            return -tf.reduce_mean(bound(batch, config.train_momenta, seed))
+        def loss_fn(batch, noise, replica):
+            # noise: this replica's share of the global draws, batch-major [b, K, d].
+            return -tf.reduce_mean(bound(batch, config.train_momenta, noise=tf.transpose(noise, [1, 0, 2])))
+
+        def draws(seed):
+            shape = [config.batch_size, config.train_momenta, run.target.dim]
+            return tf.random.stateless_normal(shape, seed, dtype=dtype)
     else:
         log_target = run.target.log_prob
 
-        def loss_fn(batch, seed):
-            # `batch` only fixes the sample count in VI mode.
-            return -tf.reduce_mean(model.vi_log_weights(log_target, tf.shape(batch)[0], seed))
+        def loss_fn(batch, seed, replica):
+            # `batch` only fixes the sample count in VI mode. Prior draws for the global batch
+            # (reparameterised: a learned prior gets its pathwise gradient), this replica's slice.
+            x0 = model.prior.sample(config.batch_size, seed=seed)
+            if replicas > 1:
+                x0 = tf.gather(tf.reshape(x0, [replicas, local, -1]), replica)
+            return -tf.reduce_mean(model.vi_log_weights(log_target, local, base_samples=x0))
+
+        def draws(seed):
+            return seed
 
     @tf.function(jit_compile=config.jit, reduce_retracing=True)
-    def gradients(batch, seed):
+    def replica_gradients(batch, noise, replica):
         with tf.GradientTape() as tape:
-            loss = loss_fn(batch, seed)
-        grads = tape.gradient(loss, variables)
+            loss = loss_fn(batch, noise, replica)
+        return loss, tape.gradient(loss, variables)
+
+    def replica_step(batch, noise):
+        ctx = tf.distribute.get_replica_context()
+        loss, grads = replica_gradients(batch, noise, ctx.replica_id_in_sync_group)
+        if replicas > 1:  # equal shares: the mean of the replicas' means is the global mean
+            loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, (loss, grads))
+        return loss, grads
+
+    @tf.function(reduce_retracing=True)
+    def gradients(batch, seed):
+        noise = draws(seed)
+        if config.mode == "vi":
+            per_replica = strategy.run(replica_step, args=(distribute.shard(strategy, batch), noise))
+        else:
+            per_replica = strategy.run(replica_step, args=distribute.shard(strategy, (batch, noise)))
+        loss, grads = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], per_replica)
         grads, norm = tf.clip_by_global_norm(grads, tf.cast(config.clip_norm, loss.dtype))
         finite = tf.math.is_finite(loss) & tf.math.is_finite(norm)
         return loss, norm, finite, grads
 
+    def replica_apply(grads):
+        run.optimizer.apply_gradients(zip(grads, variables))  # already averaged: no further all-reduce
+
     @tf.function
     def apply(grads):
-        run.optimizer.apply_gradients(zip(grads, variables))
+        strategy.run(replica_apply, args=(grads,))
         run.step.assign_add(1)
 
     def train_step(batch, seed):
-        loss, norm, finite, grads = gradients(batch, seed)
-        if bool(finite):
-            apply(grads)
-        else:
-            run.step.assign_add(1)  # a skipped step still consumes its batch and seed
+        with strategy.scope():
+            loss, norm, finite, grads = gradients(batch, seed)
+            if bool(finite):
+                apply(grads)
+            else:
+                run.step.assign_add(1)  # a skipped step still consumes its batch and seed
         return float(loss), float(norm), bool(finite)
 
     return train_step
@@ -245,23 +380,29 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
     """Trains `run` from its current step to `config.steps`.
 
     Writes TensorBoard scalars to `run_dir/tensorboard`, checkpoints every `checkpoint_every`
-    steps and at the end, and `history.json` (loss, grad norm, quick test NLL) beside them.
+    steps and at the end, and `history.json` (loss, grad norm, learning rate, quick test NLL)
+    beside them. Under a multi-worker strategy every worker trains and saves its checkpoints
+    (non-chief workers into their scratch folder), but only the chief writes the TensorBoard
+    log and `history.json` and runs the quick evaluations.
 
     Returns:
       `{"history": [...], "seconds": ..., "steps_run": ..., "samples_per_second": ...,
-        "nonfinite_steps": ..., "rollbacks": ...}`.
+        "nonfinite_steps": ..., "rollbacks": ..., "lr_scale": ...}` (samples are global-batch
+        examples).
 
     Raises:
-      NonFiniteLossError: when rollbacks did not cure repeated non-finite steps.
+      NonFiniteLossError: when rollbacks did not cure repeated non-finite steps; the newest
+        checkpoint then holds the last finite weights.
     """
     from tqdm.auto import tqdm
 
     c = run.config
     run_dir = Path(run_dir)
+    chief = run.chief
     start = int(run.step.numpy())
     history = _load_history(run_dir, start)
     train_step = make_train_step(run)
-    writer = tf.summary.create_file_writer(str(run_dir / LOG_DIR))
+    writer = tf.summary.create_file_writer(str(run_dir / LOG_DIR)) if chief else tf.summary.create_noop_writer()
     quick = run.test_data[:2000]
     bad_in_a_row = rollbacks = nonfinite = 0
     losses: List[float] = []
@@ -274,7 +415,8 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
         if not _finite(run.model.trainable_variables):
             raise NonFiniteLossError("weights became non-finite; the last good checkpoint is kept")
         run.manager.save(checkpoint_number=int(run.step.numpy()))
-        atomic_write_json(run_dir / HISTORY_FILE, history)
+        if chief:
+            atomic_write_json(run_dir / HISTORY_FILE, history)
         saved_at.append(int(run.step.numpy()))
 
     try:
@@ -291,14 +433,29 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
                     nonfinite += 1
                     bad_in_a_row += 1
                     if bad_in_a_row >= c.max_bad_steps:
-                        if rollbacks >= c.max_rollbacks or run.manager.latest_checkpoint is None:
+                        latest = run.manager.latest_checkpoint
+                        if rollbacks >= c.max_rollbacks or latest is None:
+                            kept = (f"the newest checkpoint {Path(latest).name} holds the last finite weights"
+                                    if latest else "no checkpoint was written yet")
                             raise NonFiniteLossError(
-                                f"{bad_in_a_row} non-finite steps in a row at step {s} after {rollbacks} rollbacks; "
-                                "try a smaller --lr or --step-size, or --dtype float64")
+                                f"{bad_in_a_row} non-finite steps in a row at step {s} after {rollbacks} of "
+                                f"--max-rollbacks {c.max_rollbacks} rollbacks (learning-rate scale "
+                                f"{float(run.lr_scale.numpy()):.3g}); {kept}. Try a smaller --lr or --step-size, "
+                                "or --dtype float64")
+                        # Roll back, then lower the learning rate: the scale is set after the
+                        # restore, so it stays lowered and goes into later checkpoints.
+                        scale = float(run.lr_scale.numpy()) * c.rollback_lr_factor
                         restore_latest(run, required=True)
+                        run.lr_scale.assign(scale)
                         rollbacks += 1
                         bad_in_a_row = 0
-                        bar.n = int(run.step.numpy())
+                        back_to = int(run.step.numpy())
+                        history[:] = [h for h in history if h["step"] <= back_to]  # those steps are redone
+                        losses = []
+                        bar.n = back_to
+                        print(f"warning: {c.max_bad_steps} non-finite steps in a row at step {s}: rolled back to "
+                              f"step {back_to}, learning-rate scale now {scale:.3g} "
+                              f"(rollback {rollbacks} of {c.max_rollbacks})", file=sys.stderr)
                     continue
                 bad_in_a_row = 0
                 losses.append(loss)
@@ -306,11 +463,12 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
                 if s % c.log_every == 0 or s == c.steps:
                     mean_loss = float(np.mean(losses))
                     losses = []
-                    entry = {"step": s, "loss": mean_loss, "grad_norm": norm}
+                    lr = float(run.optimizer.learning_rate.numpy())  # of the next step
+                    entry = {"step": s, "loss": mean_loss, "grad_norm": norm, "lr": lr}
                     _scalar_summary("loss/neg_elbo", mean_loss, step=s)
                     _scalar_summary("grad_norm", norm, step=s)
-                    _scalar_summary("learning_rate", float(run.optimizer.learning_rate.numpy()), step=s)
-                    if s % c.eval_every == 0:
+                    _scalar_summary("learning_rate", lr, step=s)
+                    if s % c.eval_every == 0 and chief:
                         if c.mode == "density":
                             entry["test_nll_k32"] = iwae_nll(run.model, quick, 32, seed=c.seed + 5, jit=c.jit)["nll"]
                             _scalar_summary("test/nll_iwae_k32", entry["test_nll_k32"], step=s)
@@ -335,7 +493,8 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
     sps = c.batch_size * timed_steps / elapsed if timed_steps else float("nan")
     return {"history": history, "seconds": time.perf_counter() - t0, "steps_run": int(run.step.numpy()) - start,
             "samples_per_second": sps, "seconds_per_step": elapsed / timed_steps if timed_steps else float("nan"),
-            "nonfinite_steps": nonfinite, "rollbacks": rollbacks}
+            "nonfinite_steps": nonfinite, "rollbacks": rollbacks, "lr_scale": float(run.lr_scale.numpy()),
+            "replicas": run.strategy.num_replicas_in_sync}
 
 
 def config_dict(config: NHFConfig) -> dict:
@@ -345,7 +504,7 @@ def config_dict(config: NHFConfig) -> dict:
 # Fields that may change between a run and its resumption (they do not change the model or
 # the random stream of the steps already taken).
 RESUMABLE_CHANGES = ("steps", "eval_momenta", "eval_every", "checkpoint_every", "log_every", "export", "jit",
-                     "max_bad_steps", "max_rollbacks", "test_size")
+                     "max_bad_steps", "max_rollbacks", "rollback_lr_factor", "test_size", "figure")
 CONFIG_FILE = "config.json"
 
 
@@ -362,20 +521,24 @@ def _check_resume_config(config: NHFConfig, run_dir: Path) -> None:
 
 
 def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_only: bool = False,
-                   progress: bool = True) -> Dict[str, object]:
+                   progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None) -> Dict[str, object]:
     """Trains (or re-evaluates) and writes every output into `run_dir`.
 
     Outputs: `config.json`, `checkpoints/`, `tensorboard/`, `history.json`, `metrics.json`
-    (train/test IWAE NLL in nats, the floor, the gap, timings), `figure.png`, `loss_curve.png`
-    and `saved_model/` (when `config.export`).
+    (train/test IWAE NLL in nats, the floor, the gap, timings), `figure.png` (when
+    `config.figure`), `loss_curve.png` and `saved_model/` (when `config.export`).
 
     Args:
       config: the run's settings.
       run_dir: output folder (created).
-      resume: continue from the newest checkpoint in `run_dir` (same step, optimizer state and
-        random stream).
+      resume: continue from the newest checkpoint in `run_dir` (same step, optimizer state,
+        learning-rate scale and random stream), under this or any other strategy.
       eval_only: with `resume`, only re-evaluate and rewrite the outputs.
       progress: show a progress bar.
+      strategy: the `tf.distribute` strategy to train under (`common.distribute.make_strategy`;
+        None: the default strategy). `config.batch_size` is the global batch. Only the chief
+        writes outputs; a non-chief worker trains, then returns `{"target", "step", "chief":
+        False, "final_loss", "training"}` without evaluating.
 
     Raises:
       RunError: `run_dir` already holds checkpoints and `resume` is off; `resume` without a
@@ -393,34 +556,76 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
                        "or choose another --run-dir")
     if resume:
         _check_resume_config(config, run_dir)
-    run = build_run(config, run_dir)
-    restored = restore_latest(run, required=resume)
-    atomic_write_json(run_dir / CONFIG_FILE, config_lib.to_dict(config))
-    stats: Dict[str, object] = {}
-    if not eval_only:
-        stats = train(run, run_dir, progress=progress)
-    history = _load_history(run_dir, int(run.step.numpy()))
-    metrics = evaluate(run)
-    metrics.update({
-        "resumed_from": restored,
-        "parameters": int(sum(int(np.prod(v.shape)) for v in run.model.trainable_variables)),
-        "config": config_lib.to_dict(config),
-        "training": {k: v for k, v in stats.items() if k != "history"},
-        "note": "NLLs are negative IWAE bounds (upper bounds on the true NLL) in nats; "
-                "timings on a shared 2-core CPU are noisy",
-    })
-    if config.mode == "vi":
-        metrics["note"] += "; vi: elbo <= log Z, ESS of importance weights over phase-space samples"
-    if run.target.dim >= 2:
-        plots.density_figure(run.model, run.target, run_dir / "figure.png", seed=config.seed)
-    if history:
-        plots.loss_curve(history, run_dir / "loss_curve.png", run.target.nll_floor if config.mode == "density" else None,
-                         title=f"NHF on {config.target}")
-    if config.export:
-        export_lib.export_saved_model(run.model, run_dir / "saved_model", config.eval_momenta)
-        metrics["saved_model"] = str(run_dir / "saved_model")
-    atomic_write_json(run_dir / "metrics.json", _json_safe(metrics))
-    return metrics
+    strategy = strategy or tf.distribute.get_strategy()
+    run = build_run(config, run_dir, strategy)
+    try:
+        restored = restore_latest(run, required=resume, manager=run.resume_manager)
+        if restored and run.manager is not run.resume_manager:
+            # A non-chief worker resumed from the chief's folder: keep its own copy as the
+            # rollback target, as the chief has one.
+            run.manager.save(checkpoint_number=int(run.step.numpy()))
+        if run.chief:
+            atomic_write_json(run_dir / CONFIG_FILE, config_lib.to_dict(config))
+        stats: Dict[str, object] = {}
+        if not eval_only:
+            stats = train(run, run_dir, progress=progress)
+        history = stats.get("history") or _load_history(run_dir, int(run.step.numpy()))
+        training_stats = {k: v for k, v in stats.items() if k != "history"}
+        final_loss = history[-1]["loss"] if history else None
+        if not run.chief:
+            _wait_for_every_worker(strategy)  # while the chief evaluates and exports
+            return {"target": config.target, "step": int(run.step.numpy()), "chief": False, "final_loss": final_loss,
+                    "training": training_stats}
+        metrics = evaluate(run)
+        metrics.update({
+            "resumed_from": restored,
+            "final_loss": final_loss,
+            "parameters": int(sum(int(np.prod(v.shape)) for v in run.model.trainable_variables)),
+            "config": config_lib.to_dict(config),
+            "strategy": strategy_name(strategy), "replicas": strategy.num_replicas_in_sync,
+            "training": training_stats,
+            "note": "NLLs are negative IWAE bounds (upper bounds on the true NLL) in nats; "
+                    "timings on a shared 2-core CPU are noisy",
+        })
+        if config.mode == "vi":
+            metrics["note"] += "; vi: elbo <= log Z, ESS of importance weights over phase-space samples"
+        if config.figure and run.target.dim >= 2:
+            plots.density_figure(run.model, run.target, run_dir / "figure.png", seed=config.seed)
+        if history:
+            floor = run.target.nll_floor if config.mode == "density" else None
+            plots.loss_curve(history, run_dir / "loss_curve.png", floor, title=f"NHF on {config.target}")
+        if config.export:
+            export_lib.export_saved_model(run.model, run_dir / "saved_model", config.eval_momenta)
+            metrics["saved_model"] = str(run_dir / "saved_model")
+        atomic_write_json(run_dir / "metrics.json", _json_safe(metrics))
+        _wait_for_every_worker(strategy)
+        return metrics
+    finally:
+        if run.manager is not None:
+            distribute.remove_scratch(run.manager.directory, strategy)
+
+
+def _wait_for_every_worker(strategy: tf.distribute.Strategy) -> None:
+    """A barrier of the workers of a multi-worker run (a no-op otherwise).
+
+    A worker that exits while another still runs is reported by TensorFlow's coordination
+    service as crashed (an error on the chief, which could abort a later collective op), so the
+    other workers wait here for the chief to finish evaluating and exporting.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
+                                            axis=None))()
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """`default`, `mirrored` or `multi_worker` (the `--strategy` names), else the class name."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return "default"
+    return type(strategy).__name__
 
 
 def _json_safe(obj):

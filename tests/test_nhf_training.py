@@ -137,6 +137,85 @@ def test_non_finite_steps_roll_back_then_stop_and_never_save_nan(tmp_path, monke
     assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
 
 
+NAN_CONFIG = dataclasses.replace(TINY, steps=40, checkpoint_every=10, eval_every=10**6, log_every=5, export=False,
+                                 max_bad_steps=3, test_size=200, eval_momenta=8, widths=(16,), encoder_widths=(16,),
+                                 jit=False)
+
+
+def _poison_after_checkpoint(monkeypatch, calls):
+    """NaN batches for the first `calls` steps at or after step 15 (a checkpoint exists at 10)."""
+    real_batch = training.batch_for_step
+    left = [calls]
+
+    def poisoned(run_, step):
+        batch = real_batch(run_, step)
+        if step >= 15 and left[0] > 0:
+            left[0] -= 1
+            return batch * np.nan
+        return batch
+
+    monkeypatch.setattr(training, "batch_for_step", poisoned)
+
+
+def test_rollback_lowers_the_learning_rate_and_training_completes(tmp_path, monkeypatch):
+    config = dataclasses.replace(NAN_CONFIG, max_rollbacks=2, rollback_lr_factor=0.25)
+    run = training.build_run(config, tmp_path)
+    _poison_after_checkpoint(monkeypatch, calls=3)  # steps 15, 16, 17: then a rollback to step 10
+    stats = training.train(run, tmp_path, progress=False)
+    assert stats["nonfinite_steps"] == 3 and stats["rollbacks"] == 1
+    assert stats["lr_scale"] == 0.25
+    assert int(run.step.numpy()) == 40
+    schedule = training.learning_rate_schedule(config)
+    history = {h["step"]: h for h in stats["history"]}
+    assert sorted(history) == list(range(5, 41, 5))  # steps 11-15 redone, logged once
+    assert all(np.isfinite(h["loss"]) for h in history.values())
+    # Before the rollback the schedule's rate; after it, factor * the schedule's rate at that step.
+    assert history[10]["lr"] == pytest.approx(float(schedule(10)), rel=1e-6)
+    for step in (20, 40):
+        assert history[step]["lr"] == pytest.approx(0.25 * float(schedule(step)), rel=1e-6)
+    # The lowered rate is checkpointed: a resumed run continues with it.
+    restored = training.build_run(config, tmp_path)
+    assert training.restore_latest(restored, required=True).endswith("ckpt-40")
+    assert float(restored.lr_scale.numpy()) == 0.25
+    assert float(restored.optimizer.learning_rate.numpy()) == pytest.approx(0.25 * float(schedule(40)), rel=1e-6)
+    assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
+
+
+@pytest.mark.parametrize("max_rollbacks, poisoned_steps", [(0, 3), (1, 10**6)])
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch, max_rollbacks, poisoned_steps):
+    # No rollback allowed, or a NaN that persists after one: the run stops, naming the step,
+    # the rollbacks and the checkpoint that holds the last finite weights.
+    config = dataclasses.replace(NAN_CONFIG, max_rollbacks=max_rollbacks)
+    run = training.build_run(config, tmp_path)
+    _poison_after_checkpoint(monkeypatch, calls=poisoned_steps)
+    message = (f"3 non-finite steps in a row at step 17 after {max_rollbacks} of --max-rollbacks {max_rollbacks} "
+               "rollbacks")
+    with pytest.raises(NonFiniteLossError, match=message) as e:
+        training.train(run, tmp_path, progress=False)
+    assert "the newest checkpoint ckpt-10 holds the last finite weights" in str(e.value)
+    restored = training.build_run(config, tmp_path)
+    assert training.restore_latest(restored, required=True).endswith("ckpt-10")
+    assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
+    assert float(restored.lr_scale.numpy()) == 1.0  # the scale lowered by the rollback was never saved
+
+
+def test_checkpoint_from_before_the_learning_rate_scale_still_restores(tmp_path):
+    # Runs written before rollbacks lowered the learning rate have no `lr_scale` in their
+    # checkpoints: they restore with scale 1.
+    config = dataclasses.replace(NAN_CONFIG, steps=5)
+    old = training.build_run(config)
+    old.step.assign(7)
+    legacy = tf.train.Checkpoint(model=old.model, optimizer=old.optimizer, step=old.step)
+    tf.train.CheckpointManager(legacy, str(tmp_path / training.CHECKPOINT_DIR), max_to_keep=1).save(7)
+    run = training.build_run(config, tmp_path)
+    run.lr_scale.assign(0.5)
+    assert training.restore_latest(run, required=True).endswith("ckpt-7")
+    assert int(run.step.numpy()) == 7 and float(run.lr_scale.numpy()) == 0.5  # left as it was
+    fresh = training.build_run(config, tmp_path)
+    training.restore_latest(fresh, required=True)
+    assert float(fresh.lr_scale.numpy()) == 1.0
+
+
 def test_float64_end_to_end(tmp_path):
     # Train, checkpoint, restore, evaluate, sample and export in float64 (the figure is skipped
     # for time; it shares the float32 code path).
@@ -183,7 +262,7 @@ def test_help_documents_every_field(capsys):
     text = capsys.readouterr().out
     for f in dataclasses.fields(NHFConfig):
         assert "--" + f.name.replace("_", "-") in text, f.name
-    for flag in ("--run-dir", "--resume", "--eval-only", "--preset", "--debug"):
+    for flag in ("--run-dir", "--resume", "--eval-only", "--preset", "--debug", "--strategy", "--replicas"):
         assert flag in text
 
 
@@ -193,6 +272,8 @@ def test_help_documents_every_field(capsys):
     (["--steps", "-3"], 2, "--steps must be > 0"),
     (["--mode", "vi", "--target", "pinwheel"], 2, "needs a target with a log density"),
     (["--widths", "abc"], 2, "expects an integer"),
+    (["--rollback-lr-factor", "0"], 2, "--rollback-lr-factor must be in (0, 1]"),
+    (["--rollback-lr-factor", "1.5"], 2, "--rollback-lr-factor must be in (0, 1]"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, code, pattern, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
