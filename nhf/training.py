@@ -573,7 +573,9 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
         training_stats = {k: v for k, v in stats.items() if k != "history"}
         final_loss = history[-1]["loss"] if history else None
         if not run.chief:
-            _wait_for_every_worker(strategy)  # while the chief evaluates and exports
+            # Wait while the chief evaluates and exports: a worker that exits early is reported
+            # to the chief as crashed by TensorFlow's coordination service.
+            distribute.barrier(strategy)
             return {"target": config.target, "step": int(run.step.numpy()), "chief": False, "final_loss": final_loss,
                     "training": training_stats}
         metrics = evaluate(run)
@@ -598,23 +600,11 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
             export_lib.export_saved_model(run.model, run_dir / "saved_model", config.eval_momenta)
             metrics["saved_model"] = str(run_dir / "saved_model")
         atomic_write_json(run_dir / "metrics.json", _json_safe(metrics))
-        _wait_for_every_worker(strategy)
+        distribute.barrier(strategy)
         return metrics
     finally:
         if run.manager is not None:
             distribute.remove_scratch(run.manager.directory, strategy)
-
-
-def _wait_for_every_worker(strategy: tf.distribute.Strategy) -> None:
-    """A barrier of the workers of a multi-worker run (a no-op otherwise).
-
-    A worker that exits while another still runs is reported by TensorFlow's coordination
-    service as crashed (an error on the chief, which could abort a later collective op), so the
-    other workers wait here for the chief to finish evaluating and exporting.
-    """
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)),
-                                            axis=None))()
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
