@@ -167,8 +167,17 @@ def barrier(strategy: Optional[tf.distribute.Strategy]) -> None:
     Workers call it before exiting, so that no worker leaves while the chief still evaluates and
     exports (TensorFlow's coordination service reports a departed worker as crashed).
     """
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf_config() is not None:
-        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf_config() is not None):
+        return
+
+    def one():
+        return tf.constant(1.0)
+
+    @tf.function(autograph=False)  # eagerly, a collective under this strategy warns of its overhead
+    def all_reduce():
+        return strategy.reduce("SUM", strategy.run(one), axis=None)
+
+    all_reduce()
 
 
 def scratch_or(path, strategy: Optional[tf.distribute.Strategy]) -> Path:

@@ -132,14 +132,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                     "config": config_lib.to_dict(config)})
     t0 = time.time()
     say(f"preparing {dataset} ({config.n_train} train / {config.n_test} test trajectories) in {data_dir}")
-    builder = data.prepare(dataset, data_dir=data_dir, n_train=config.n_train, n_test=config.n_test,
-                           n_frames=config.data_frames, dt=config.dt, image_size=config.image_size,
-                           seed=config.data_seed)
+    def prepare():
+        return data.prepare(dataset, data_dir=data_dir, n_train=config.n_train, n_test=config.n_test,
+                            n_frames=config.data_frames, dt=config.dt, image_size=config.image_size,
+                            seed=config.data_seed)
+
+    # Multi-worker: the chief generates the dataset first; the others then find it (shared or local
+    # storage: generation is seeded, so a worker that has to make its own copy makes the same one).
+    builder = prepare() if chief else None
+    distribute.barrier(strategy)
+    builder = builder or prepare()
     t_data = time.time() - t0
 
     model = training.build_model(config, strategy)
     manager = training.checkpoint_manager(model, run_dir)
-    restored = training.restore_latest(model, manager, required=args.resume)
+    # Every worker restores the chief's newest checkpoint (multi-worker --resume needs --run-dir on
+    # storage all workers can read); non-chief workers then save into their scratch directories.
+    restored = training.restore_latest(model, training.checkpoint_manager(model, run_dir, scratch=False),
+                                       required=args.resume)
     start = int(model.train_steps.numpy())
     if restored:
         say(f"resumed from {restored} at step {start}")

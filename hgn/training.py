@@ -84,15 +84,17 @@ def _variables_by_path(model: HGN) -> dict:
     return found
 
 
-def checkpoint_manager(model: HGN, run_dir, max_to_keep: int = 3) -> tf.train.CheckpointManager:
+def checkpoint_manager(model: HGN, run_dir, max_to_keep: int = 3, scratch: bool = True) -> tf.train.CheckpointManager:
     """A `tf.train.CheckpointManager` over model, optimizers and counters in `run_dir/checkpoints`.
 
     On a non-chief worker of a multi-worker run the manager writes into a scratch directory
-    instead (every worker takes part in saving; only the chief's checkpoints are kept).
+    instead (every worker takes part in saving; only the chief's checkpoints are kept), unless
+    `scratch` is off: a manager only used to restore reads the chief's checkpoints.
     """
     ckpt = tf.train.Checkpoint(model=_variables_by_path(model), optimizer=model.optimizer,
                                geco_optimizer=model.geco_optimizer)
-    directory = distribute.scratch_or(Path(run_dir), model.distribute_strategy) / CHECKPOINT_DIR
+    base = distribute.scratch_or(Path(run_dir), model.distribute_strategy) if scratch else Path(run_dir)
+    directory = base / CHECKPOINT_DIR
     return tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=max_to_keep)
 
 
