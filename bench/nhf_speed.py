@@ -75,7 +75,7 @@ def stability(config, target: str, steps: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timing-steps", type=int, default=300, help="timed steps per repeat")
+    parser.add_argument("--timing-steps", type=int, default=300, help="timed steps per repeat (0: skip the speed part)")
     parser.add_argument("--stability-steps", type=int, default=0, help="steps per target for the NaN check (0: skip)")
     parser.add_argument("--targets", default=",".join(targets.names()), help="comma-separated targets for the NaN check")
     parser.add_argument("--out", default="bench/results/nhf_speed.json", help="results JSON")
@@ -87,14 +87,15 @@ def main(argv=None) -> int:
                "original_code": {"seconds_per_step": ORIGINAL_SECONDS_PER_STEP,
                                  "samples_per_second": ORIGINAL_SAMPLES_PER_SECOND, "batch_size": 10}}
     out = Path(args.out)
-    results["speed"] = {
-        "default_small_batch256": measure_speed(PRESETS["small"], args.timing_steps),
-        "original_design_batch10": measure_speed(PRESETS["original"], args.timing_steps),
-    }
-    orig = results["speed"]["original_design_batch10"]
-    orig["speedup_vs_original_code"] = orig["samples_per_second"] / ORIGINAL_SAMPLES_PER_SECOND
-    print(json.dumps(results["speed"], indent=1), flush=True)
-    atomic_write_json(out, results)
+    if args.timing_steps > 0:
+        results["speed"] = {
+            "default_small_batch256": measure_speed(PRESETS["small"], args.timing_steps),
+            "original_design_batch10": measure_speed(PRESETS["original"], args.timing_steps),
+        }
+        orig = results["speed"]["original_design_batch10"]
+        orig["speedup_vs_original_code"] = orig["samples_per_second"] / ORIGINAL_SAMPLES_PER_SECOND
+        print(json.dumps(results["speed"], indent=1), flush=True)
+        atomic_write_json(out, results)
     if args.stability_steps:
         results["stability"] = {"config": "preset original (batch 10)", "runs": []}
         for name in args.targets.split(","):

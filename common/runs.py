@@ -162,7 +162,7 @@ def import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
-MAX_MESSAGE = 500  # characters of an error message shown without --debug
+MAX_MESSAGE = 600  # characters of an error message shown without --debug
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
@@ -187,6 +187,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Seque
         else:
             message = " ".join(str(e).split()) or type(e).__name__
             if len(message) > MAX_MESSAGE:  # e.g. a TensorFlow error that prints whole tensors
-                message = message[:MAX_MESSAGE] + " ..."
+                # Keep both ends: what failed comes first, what to do about it often last.
+                message = message[: MAX_MESSAGE // 2] + " ... " + message[-MAX_MESSAGE // 2:]
             print(f"{prog}: error: {message} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -98,3 +98,14 @@ def test_run_cli_prints_one_line(capsys):
     assert err.count("\n") == 1 and "checkpoint is corrupted" in err and "Traceback" not in err
     assert run_cli(failing, ["--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_run_cli_shortens_huge_messages_but_keeps_both_ends(capsys):
+    # TensorFlow errors can print whole tensors; the advice at the end must survive.
+    def failing(argv):
+        raise ValueError("cannot convert " + "0.123, " * 5000 + "; regenerate with python -m data.generate")
+
+    assert run_cli(failing, []) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) < 800
+    assert "cannot convert" in err and "python -m data.generate" in err and " ... " in err
