@@ -7,14 +7,18 @@
 Settings: the `paper` preset and the `pytorch` preset (the CampusAI re-implementation's sizes:
 5 input frames, 30-frame rollouts, 32x32, leapfrog, joint H), each with
 `--variants` among xla_fp32, graph_fp32 (tf.function without XLA, oneDNN kernels), xla_bf16 and
-graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32) and
-graph_bf16_fused (graph_bf16 with only the latent leapfrog rollout XLA-compiled).
+graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32),
+graph_bf16_fused (graph_bf16 with only the latent leapfrog rollout XLA-compiled) and
+graph_bf16_chunked (graph_bf16 decoding the window in `--decoder-chunks` chunks under
+tf.recompute_grad: less peak memory for one extra decoder forward pass). Every other variant
+decodes in one batched call (decoder_chunks=1), whatever the preset says.
 
 Each setting runs in a fresh process (so ru_maxrss is that setting's peak resident memory):
 build, compile, `--warmup` steps, then `--steps` timed steps of `fit` on an in-memory batch.
 FLOPs per step are counted analytically from the conv layers (multiply-add = 2 FLOPs):
-forward, backward (x3 for trained nets), and the Hamiltonian's gradient evaluations inside the
-leapfrog, which training differentiates again (x3 on top of forward + input-gradient).
+forward, backward (x3 for trained nets; x4 for a chunked decoder, which recomputes its forward
+pass), and the Hamiltonian's gradient evaluations inside the leapfrog, which training
+differentiates again (x3 on top of forward + input-gradient).
 Results: bench/results/hgn_throughput.json and .png.
 """
 from __future__ import annotations
@@ -36,7 +40,11 @@ PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1
 MACHINE_PEAK_GFLOPS_FP32 = 184.0
 VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
-            "graph_bf16_fused": (False, "bfloat16", True)}
+            "graph_bf16_fused": (False, "bfloat16", True),
+            "graph_bf16_chunked": (False, "bfloat16", False, True)}  # (jit, dtype, fused rollout, chunked decoder)
+# decoder_chunks of the chunked variant (--decoder-chunks). Peak memory of pytorch graph_bf16 at k = 1, 2, 4, 8:
+# 2.51, 2.25, 2.11, 2.05 GB; k = 4 is the knee (the rest is mostly the graph and the latent rollout).
+DECODER_CHUNKS = 4
 
 
 def _conv_flops(layer, in_shape):
@@ -90,13 +98,16 @@ def analytic_train_flops(model) -> dict:
     # A gradient evaluation is a forward and an input-backward pass (2 F); training backprops
     # through it (about 2x more): 6 F each. Trained feed-forward nets: 3 F (forward + backward).
     ham = 6 * f_h * grad_evals_per_step * steps
-    parts = {"encoder": 3 * enc, "transformer": 3 * tr, "decoder": 3 * dec * c.window, "hamiltonian": ham}
+    # A chunked decoder (decoder_chunks > 1) runs its forward pass again in the backward pass: 4 F.
+    dec_passes = 4 if c.decoder_chunks > 1 else 3
+    parts = {"encoder": 3 * enc, "transformer": 3 * tr, "decoder": dec_passes * dec * c.window, "hamiltonian": ham}
     parts = {k: v * passes for k, v in parts.items()}
     parts["total"] = sum(parts.values())
     return parts
 
 
-def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) -> dict:
+def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
+           decoder_chunks: int = DECODER_CHUNKS) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -104,9 +115,11 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) 
     from hgn import PRESETS
     from hgn.training import build_model
 
-    jit, dtype, *fused = VARIANTS[variant]
+    jit, dtype, *rest = VARIANTS[variant]
+    fused = bool(rest and rest[0])
+    chunks = decoder_chunks if len(rest) > 1 and rest[1] else 1
     config = dataclasses.replace(PRESETS[config_name], batch_size=batch, jit_compile=jit, compute_dtype=dtype,
-                                 fused_rollout=bool(fused and fused[0]))
+                                 fused_rollout=fused, decoder_chunks=chunks)
     model = build_model(config)
     rng = np.random.default_rng(0)
     frames = rng.uniform(0, 1, (batch, config.window, config.image_size, config.image_size, 3)).astype(np.float32)
@@ -137,7 +150,8 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int) 
     flops = analytic_train_flops(model)
     gflop_step = flops["total"] * batch / 1e9
     return {
-        "config": config_name, "variant": variant, "batch_size": batch, "timed_steps": steps,
+        "config": config_name, "variant": variant, "batch_size": batch, "decoder_chunks": chunks,
+        "timed_steps": steps,
         "seconds_per_step_median": round(sec, 4), "seconds_per_step_mean": round(float(step_times.mean()), 4),
         "samples_per_second": round(batch / sec, 2),
         "peak_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),
@@ -166,11 +180,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (include XLA compilation)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--decoder-chunks", type=int, default=DECODER_CHUNKS,
+                        help=f"decoder_chunks of the graph_bf16_chunked variant (default {DECODER_CHUNKS})")
     parser.add_argument("--out", default=str(RESULTS / "hgn_throughput.json"))
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(worker(*args.worker, args.batch_size, args.warmup, args.steps)), flush=True)
+        print("RESULT " + json.dumps(worker(*args.worker, args.batch_size, args.warmup, args.steps,
+                                            args.decoder_chunks)), flush=True)
         return 0
     for v in args.variants.split(","):
         if v not in VARIANTS:
@@ -187,7 +204,8 @@ def main(argv=None) -> int:
     for config_name in args.configs.split(","):
         for variant in args.variants.split(","):
             cmd = [sys.executable, __file__, "--worker", config_name, variant, "--batch-size", str(args.batch_size),
-                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
+                   "--warmup", str(args.warmup), "--steps", str(args.steps),
+                   "--decoder-chunks", str(args.decoder_chunks)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:

@@ -57,6 +57,10 @@ class HGNConfig:
     decoder: str = field("upsample", f"decoder architecture: {', '.join(DECODERS)}")
     decoder_width: int = field(64, "conv channels of the decoder")
     decoder_depth: int = field(2, "3x3 convs per x2 upsampling block (upsample decoder)")
+    decoder_chunks: int = field(
+        1, "the objective decodes the window's T*B frames in this many chunks of time steps (<= --window), "
+           "each under tf.recompute_grad: the backward pass keeps one chunk's decoder activations at a time "
+           "instead of all T*B frames', for one extra decoder forward pass; 1: one batched decoder call")
     # Objective.
     variational: bool = field(True, "sample z from the posterior while training (False: deterministic, no KL)")
     objective: str = field("geco", f"{', '.join(OBJECTIVES)}: GECO constraint on per-pixel MSE, or fixed beta-weighted KL")
@@ -94,10 +98,10 @@ class HGNConfig:
 
     def validate(self) -> None:
         positive(self, "input_frames", "window", "dt", "image_size", "latent_channels", "state_channels",
-                 "decoder_width", "decoder_depth", "batch_size", "learning_rate", "steps", "checkpoint_every",
-                 "max_nonfinite_steps", "n_train", "n_test", "data_frames", "eval_frames", "eval_trajectories",
-                 "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels", "geco_init_lambda",
-                 "geco_learning_rate", "max_train_minutes")
+                 "decoder_width", "decoder_depth", "decoder_chunks", "batch_size", "learning_rate", "steps",
+                 "checkpoint_every", "max_nonfinite_steps", "n_train", "n_test", "data_frames", "eval_frames",
+                 "eval_trajectories", "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels",
+                 "geco_init_lambda", "geco_learning_rate", "max_train_minutes")
         non_negative(self, "geco_kappa", "beta", "max_rollbacks")
         if not 0.0 < self.rollback_lr_factor <= 1.0:
             raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
@@ -117,6 +121,9 @@ class HGNConfig:
                              f"and >= --eval-frames ({self.eval_frames})")
         if self.input_frames > self.eval_frames:
             raise ValueError(f"--input-frames ({self.input_frames}) must be <= --eval-frames ({self.eval_frames})")
+        if self.decoder_chunks > self.window:
+            raise ValueError(f"--decoder-chunks ({self.decoder_chunks}) must be <= --window ({self.window}): "
+                             f"chunks split the window's frames")
         if self.image_size % 8:
             raise ValueError(f"--image-size must be a multiple of 8, got {self.image_size}")
         if self.encoder == "strided" and len(self.encoder_widths) != 6:

@@ -44,6 +44,27 @@ def _all_finite(tensors) -> tf.Tensor:
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])
 
 
+@tf.custom_gradient
+def _after(x: tf.Tensor, token: tf.Tensor):
+    """`x`, read only once `token` is computed; in the backward pass, `token`'s gradient (zero) is
+    released only once `x`'s has arrived.
+
+    Orders otherwise independent branches of a graph both ways: chaining decoder chunks through
+    it makes the executor run them one after another in the forward pass and in reverse order in
+    the backward pass, instead of interleaving them (which would keep every chunk's recomputed
+    activations alive at once).
+    """
+    with tf.control_dependencies([token]):
+        y = tf.identity(x)
+
+    def grad(dy):
+        with tf.control_dependencies([dy]):
+            d_token = tf.zeros_like(token)
+        return dy, d_token
+
+    return y, grad
+
+
 class HGN(keras.Model):
     """Hamiltonian Generative Network (Toth et al., ICLR 2020).
 
@@ -269,9 +290,12 @@ class HGN(keras.Model):
         state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational, noise=noise)
         n = frames.shape[1] - 1
         traj = self.integrate(state, n, -c.dt if backward else c.dt)
-        pred = self.decode_trajectory(traj.q)
         target = frames[:, ::-1] if backward else frames
-        mse = tf.reduce_mean(tf.square(target - pred))
+        if c.decoder_chunks > 1:
+            mse = self._chunked_mse(traj.q, target)
+        else:
+            pred = self.decode_trajectory(traj.q)
+            mse = tf.reduce_mean(tf.square(target - pred))
         if c.variational:
             kl = 0.5 * (tf.square(mean) + tf.exp(2.0 * log_scale) - 1.0) - log_scale
             kl = tf.reduce_mean(tf.reduce_sum(kl, axis=[1, 2, 3])) / float(
@@ -281,6 +305,38 @@ class HGN(keras.Model):
         energy = self.energy(traj)
         drift = tf.reduce_mean(tf.abs(energy - energy[:, :1]))
         return mse, kl, drift
+
+    def _chunked_mse(self, q: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        """Per-pixel MSE of `decode(q)` against `target`, decoded in `config.decoder_chunks` chunks.
+
+        Args:
+          q: positions along the rollout `[T, B, 4, 4, C]`.
+          target: frames `[B, T, H, W, 3]`.
+
+        The T time steps are split into chunks of (as nearly as possible) equal length; each chunk's
+        sum of squared errors comes from a `tf.recompute_grad` function, which keeps none of the
+        decoder's activations after its forward pass and recomputes them when its gradient is
+        needed. The chunks are chained (`_after`) so that one chunk's activations are alive at a
+        time; the whole-window prediction is never materialised.
+        """
+        steps = int(q.shape[0])
+        k = min(self.config.decoder_chunks, steps)
+        sizes = [steps // k + (1 if i < steps % k else 0) for i in range(k)]
+        target = tf.transpose(target, [1, 0, 2, 3, 4])  # time-major like q: [T, B, H, W, 3]
+
+        def chunk_sse(q_chunk, target_chunk):
+            shape = tf.shape(q_chunk)
+            pred = self.decode(tf.reshape(q_chunk, tf.concat([[-1], shape[2:]], 0)))  # float32
+            return tf.reduce_sum(tf.square(tf.reshape(target_chunk, tf.shape(pred)) - pred))
+
+        chunk_sse = tf.recompute_grad(chunk_sse)
+        sses = []
+        for q_chunk, target_chunk in zip(tf.split(q, sizes), tf.split(target, sizes)):
+            if sses:  # one chunk at a time: the recomputations must not run side by side
+                q_chunk = _after(q_chunk, sses[-1])
+            sses.append(chunk_sse(q_chunk, target_chunk))
+        sse = tf.add_n(sses)
+        return sse / tf.cast(tf.size(target), tf.float32)
 
     def compute_losses(self, frames, training: bool = False, noise=None) -> Dict[str, tf.Tensor]:
         """The objective's terms on a batch of windows `[B, T, H, W, 3]`.

@@ -261,3 +261,75 @@ def test_train_step_under_xla_matches_graph():
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def _loss_and_grads(m, frames, noise):
+    """Objective and gradients of every network variable, traced as in training (graph mode)."""
+    @tf.function
+    def run():
+        with tf.GradientTape() as tape:
+            loss = m.compute_losses(frames, training=True, noise=noise)["loss"]
+        return loss, tape.gradient(loss, m.network_variables)
+
+    return run
+
+
+def _assert_grads_agree(m, reference, grads, dtype):
+    for v, g, ref in zip(m.network_variables, grads, reference):
+        assert g is not None, v.path
+        if dtype == "float32":
+            # Same per-frame decoder arithmetic, only the sums are split: measured <= 3% of this tolerance.
+            np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=1e-4, atol=1e-7, err_msg=v.path)
+        else:
+            # bfloat16 convs round differently with the frames per call and reduce their weight
+            # gradients over those frames in bfloat16 (measured: decoder gradients within 0.3%).
+            err = float(tf.norm(g - ref) / tf.maximum(tf.norm(ref), 1e-12))
+            assert err <= 2e-2, (v.path, err)
+
+
+@pytest.mark.parametrize("dtype, chunks, mode", [
+    ("float32", 3, "forward"),            # 6 time steps in chunks of 2
+    ("float32", 4, "forward_backward"),   # uneven chunks (2, 2, 1, 1), both windows
+    ("bfloat16", 3, "forward"),           # decode returns float32 from a bfloat16 decoder
+])
+def test_decoder_chunks_match_one_batched_decoder_call(dtype, chunks, mode):
+    c = _tiny(compute_dtype=dtype, training_mode=mode)
+    models = []
+    for k in (1, chunks):
+        keras.utils.set_random_seed(13)
+        models.append(HGN(dataclasses.replace(c, decoder_chunks=k)))
+        models[-1].compile(optimizer=keras.optimizers.Adam(1e-3))
+        models[-1].build_all()
+    batched, chunked = models
+    for dst, src in zip(chunked.weights, batched.weights):
+        dst.assign(src)
+    frames = tf.constant(_disk_movies(3, c.window, seed=14))
+    noise = tf.random.stateless_normal([3, 2, *batched.latent_shape], seed=[14, 0])
+    loss_1, grads_1 = _loss_and_grads(batched, frames, noise)()
+    run_k = _loss_and_grads(chunked, frames, noise)
+    loss_k, grads_k = run_k()
+    # bfloat16: oneDNN's kernels (and their bfloat16 roundings) depend on the frames per decoder
+    # call, so the losses differ by up to ~1e-4 (relative); float32: round-off of the sums only.
+    np.testing.assert_allclose(float(loss_k), float(loss_1), rtol=1e-6 if dtype == "float32" else 1e-3)
+    assert len(grads_k) == len(chunked.network_variables) > 0
+    decoder_vars = {id(v) for v in chunked.decoder.trainable_variables}
+    assert decoder_vars and decoder_vars <= {id(v) for v in chunked.network_variables}
+    _assert_grads_agree(chunked, grads_1, grads_k, dtype)
+    for v, g in zip(chunked.network_variables, grads_k):
+        if id(v) in decoder_vars:  # gradients reach every decoder weight through tf.recompute_grad
+            assert np.abs(g.numpy()).max() > 0.0, v.path
+    if dtype == "float32":
+        # The check has teeth: a 1% change of one decoder kernel moves the gradients past it.
+        kernel = chunked.decoder.layers[-1].kernel
+        kernel.assign(kernel * 1.01)
+        _, perturbed = run_k()
+        with pytest.raises(AssertionError):
+            _assert_grads_agree(chunked, grads_1, perturbed, dtype)
+
+
+def test_decoder_chunks_validated():
+    with pytest.raises(ValueError, match="decoder-chunks"):
+        _tiny(decoder_chunks=0).validate()
+    with pytest.raises(ValueError, match="decoder-chunks"):
+        _tiny(decoder_chunks=7).validate()  # more chunks than the 6-frame window
+    _tiny(decoder_chunks=6).validate()
