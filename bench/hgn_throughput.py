@@ -198,6 +198,7 @@ def main(argv=None) -> int:
     previous = old.get("results", [])
     this_command = "python bench/hgn_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = []
+    load_at_start = round(os.getloadavg()[0], 2)
     # The worker imports the project from this checkout even where the editable install is stale.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
@@ -220,7 +221,9 @@ def main(argv=None) -> int:
         "commands": [c for c in old.get("commands", [old["command"]] if "command" in old else []) if c != this_command]
         + [this_command],
         "machine": {"cores": os.cpu_count(), "fp32_peak_gflops": MACHINE_PEAK_GFLOPS_FP32,
-                    "note": "shared with other TensorFlow jobs during the run: timings are noisy (median step reported)"},
+                    "load_average_1min_at_start": load_at_start,
+                    "note": "median step reported; see load_average_1min_at_start (about 0 = idle machine) and "
+                            "each result's cpu_share_of_machine for how much of the CPU the run had"},
         "peer": PEER,
         "results": results,
     }
