@@ -70,7 +70,10 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
 
 def test_sigint_saves_a_checkpoint_before_exiting(tmp_path):
     run = tmp_path / "run"
-    proc = _start([*NHF_ARGS, "--checkpoint-every", "1000", "--run-dir", run])
+    # Far more steps than the run gets to: the signal must arrive during training even on a fast
+    # machine (with 400 steps, the event file could first pass 400 bytes when the writer flushed
+    # at the end of training, and SIGINT then came after the run had finished).
+    proc = _start([*NHF_ARGS, "--steps", "100000", "--checkpoint-every", "100000", "--run-dir", run])
     # TensorBoard scalars appear every 10 steps: wait until training is under way.
     _wait_for(lambda: any(p.stat().st_size > 400 for p in (run / "tensorboard").glob("events*")), proc)
     proc.send_signal(signal.SIGINT)
@@ -78,8 +81,8 @@ def test_sigint_saves_a_checkpoint_before_exiting(tmp_path):
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "I0000" not in err  # one line, no TensorFlow start-up chatter
     saved = _checkpoint_steps(run)
-    assert len(saved) == 1 and 0 < saved[0] < 400  # no periodic checkpoint was due: this is Ctrl-C's
-    resumed = _start([*NHF_ARGS, "--checkpoint-every", "1000", "--run-dir", run, "--resume", "--steps",
+    assert len(saved) == 1 and 0 < saved[0] < 100000  # no periodic checkpoint was due: this is Ctrl-C's
+    resumed = _start([*NHF_ARGS, "--checkpoint-every", "100000", "--run-dir", run, "--resume", "--steps",
                       str(saved[0] + 10)])
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
