@@ -32,7 +32,10 @@ from common import integrators as _integrators
 from hgn.config import HGNConfig
 from hgn.networks import build_decoder, build_encoder, build_energy_nets, build_transformer
 
-# Static rollouts up to this length are unrolled in Python so XLA fuses across steps.
+# Static rollouts up to this length are unrolled in Python when XLA compiles them (XLA fuses
+# across steps). Without XLA the rollout is a tf.while_loop: the unrolled graph, with the second
+# derivatives training takes through it, made the pytorch-preset step 0.5 GB larger at peak and
+# its first step 4x slower to build, for no speed (bench/results/hgn_throughput.json).
 _MAX_UNROLL = 64
 
 
@@ -188,10 +191,11 @@ class HGN(keras.Model):
     def integrate(self, state: PhaseSpace, n_steps, dt) -> PhaseSpace:
         """Latent trajectory `[n_steps + 1, B, ...]` from `state` with the configured integrator."""
         static = tf.get_static_value(n_steps) if tf.is_tensor(n_steps) else n_steps
-        unroll = static is not None and int(static) <= _MAX_UNROLL
+        xla = self.config.jit_compile or self.config.fused_rollout
+        unroll = xla and static is not None and int(static) <= _MAX_UNROLL
         if unroll and self.config.fused_rollout and not self.config.jit_compile:
             return self._fused_trajectory(int(static))(state.q, state.p, tf.cast(dt, state.q.dtype))
-        return _integrators.trajectory(self.hamiltonian, state, dt, int(static) if unroll else n_steps,
+        return _integrators.trajectory(self.hamiltonian, state, dt, int(static) if static is not None else n_steps,
                                        method=self.integrator, unroll=unroll)
 
     def _fused_trajectory(self, n_steps: int):
