@@ -42,9 +42,10 @@ VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
             "graph_bf16_fused": (False, "bfloat16", True),
             "graph_bf16_chunked": (False, "bfloat16", False, True)}  # (jit, dtype, fused rollout, chunked decoder)
-# decoder_chunks of the chunked variant (--decoder-chunks). Peak memory of pytorch graph_bf16 at k = 1, 2, 4, 8:
-# 2.51, 2.25, 2.11, 2.05 GB; k = 4 is the knee (the rest is mostly the graph and the latent rollout).
-DECODER_CHUNKS = 4
+# decoder_chunks of the chunked variant (--decoder-chunks). Peak memory of pytorch graph_bf16 with the
+# while-loop rollout at k = 1, 2: 1.95, 1.70 GB (7.36 and 6.29 samples/s); k = 2 is the first under the
+# peer's 1.9 GB. (With the earlier unrolled rollout, k = 1, 2, 4, 8 gave 2.51, 2.25, 2.11, 2.05 GB.)
+DECODER_CHUNKS = 2
 
 
 def _conv_flops(layer, in_shape):
