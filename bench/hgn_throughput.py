@@ -42,10 +42,10 @@ VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
             "graph_bf16_fused": (False, "bfloat16", True),
             "graph_bf16_chunked": (False, "bfloat16", False, True)}  # (jit, dtype, fused rollout, chunked decoder)
-# decoder_chunks of the chunked variant (--decoder-chunks). Peak memory of pytorch graph_bf16 with the
-# while-loop rollout at k = 1, 2: 1.95, 1.70 GB (7.36 and 6.29 samples/s); k = 2 is the first under the
-# peer's 1.9 GB. (With the earlier unrolled rollout, k = 1, 2, 4, 8 gave 2.51, 2.25, 2.11, 2.05 GB.)
-DECODER_CHUNKS = 2
+# decoder_chunks of the chunked variant (--decoder-chunks). pytorch graph_bf16 with the while-loop rollout,
+# idle machine, k = 1, 2, 4: 1.95, 1.72, 1.54 GB peak at 7.55, 6.32, 6.47 samples/s (k = 4's smaller
+# chunks stay in cache). With the earlier unrolled rollout, k = 1, 2, 4, 8 gave 2.51, 2.25, 2.11, 2.05 GB.
+DECODER_CHUNKS = 4
 
 
 def _conv_flops(layer, in_shape):
