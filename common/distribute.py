@@ -103,6 +103,17 @@ def make_strategy(name: str, replicas: int = 1) -> tf.distribute.Strategy:
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """`default`, `mirrored` or `multi_worker` (the `--strategy` names), else the class name."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return "default"
+    return type(strategy).__name__
+
+
 def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     """Whether this process writes checkpoints and exports (worker 0, or a chief task)."""
     config = tf_config()

@@ -52,6 +52,20 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+HISTORY_FILE = "history.json"  # a run's logged training scalars: a JSON list of {"step": ..., ...}
+
+
+def load_history(run_dir: PathLike, upto: int) -> list:
+    """The entries of `run_dir/history.json` with step <= `upto` (empty for a new run).
+
+    A resumed run keeps what its checkpoint covers and re-logs the steps it redoes.
+    """
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    return [h for h in json.loads(path.read_text()) if h["step"] <= upto]
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike) -> Iterator[Path]:
     """Yields a temporary sibling folder; on success it replaces `path` in one rename.

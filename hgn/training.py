@@ -19,7 +19,6 @@ and replays the data from there; after `max_rollbacks` rollbacks it stops with
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -30,13 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from common import distribute
-from common.runs import NonFiniteLossError, RunError, atomic_write_json, restore_newest_readable
+from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, load_history,
+                         restore_newest_readable)
 from hgn.config import HGNConfig
 from hgn.model import HGN
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
-HISTORY_FILE = "history.json"
 NOISE_STREAM = 104_729  # offsets the posterior-noise seeds from every other use of config.seed
 
 
@@ -222,14 +221,6 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.writer.flush()
-
-
-def load_history(run_dir, upto: int) -> List[dict]:
-    """The logged training scalars of `run_dir` up to step `upto` (empty for a new run)."""
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    return [h for h in json.loads(path.read_text()) if h["step"] <= upto]
 
 
 def _shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) -> tf.data.Dataset:

@@ -47,14 +47,14 @@ import tensorflow as tf
 
 from common import config as config_lib
 from common import distribute
-from common.runs import NonFiniteLossError, RunError, atomic_write_json, restore_newest_readable
+from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, load_history,
+                         restore_newest_readable)
 from data import targets
 from nhf.config import NHFConfig
 from nhf.density import HamiltonianFlowDensity, build_density, effective_sample_size
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "tensorboard"
-HISTORY_FILE = "history.json"
 
 
 @dataclasses.dataclass
@@ -369,13 +369,6 @@ def evaluate(run: Run, num_momenta: Optional[int] = None, max_points: Optional[i
     return metrics
 
 
-def _load_history(run_dir: Path, upto: int) -> List[dict]:
-    path = run_dir / HISTORY_FILE
-    if not path.exists():
-        return []
-    return [h for h in json.loads(path.read_text()) if h["step"] <= upto]
-
-
 def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[dict], None]] = None) -> Dict:
     """Trains `run` from its current step to `config.steps`.
 
@@ -400,7 +393,7 @@ def train(run: Run, run_dir, progress: bool = True, on_log: Optional[Callable[[d
     run_dir = Path(run_dir)
     chief = run.chief
     start = int(run.step.numpy())
-    history = _load_history(run_dir, start)
+    history = load_history(run_dir, start)
     train_step = make_train_step(run)
     writer = tf.summary.create_file_writer(str(run_dir / LOG_DIR)) if chief else tf.summary.create_noop_writer()
     quick = run.test_data[:2000]
@@ -569,7 +562,7 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
         stats: Dict[str, object] = {}
         if not eval_only:
             stats = train(run, run_dir, progress=progress)
-        history = stats.get("history") or _load_history(run_dir, int(run.step.numpy()))
+        history = stats.get("history") or load_history(run_dir, int(run.step.numpy()))
         training_stats = {k: v for k, v in stats.items() if k != "history"}
         final_loss = history[-1]["loss"] if history else None
         if not run.chief:
@@ -584,7 +577,7 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
             "final_loss": final_loss,
             "parameters": int(sum(int(np.prod(v.shape)) for v in run.model.trainable_variables)),
             "config": config_lib.to_dict(config),
-            "strategy": strategy_name(strategy), "replicas": strategy.num_replicas_in_sync,
+            "strategy": distribute.strategy_name(strategy), "replicas": strategy.num_replicas_in_sync,
             "training": training_stats,
             "note": "NLLs are negative IWAE bounds (upper bounds on the true NLL) in nats; "
                     "timings on a shared 2-core CPU are noisy",
@@ -605,17 +598,6 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
     finally:
         if run.manager is not None:
             distribute.remove_scratch(run.manager.directory, strategy)
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """`default`, `mirrored` or `multi_worker` (the `--strategy` names), else the class name."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return "multi_worker"
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return "mirrored"
-    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
-        return "default"
-    return type(strategy).__name__
 
 
 def _json_safe(obj):

@@ -75,3 +75,10 @@ def test_multi_worker_without_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs the TF_CONFIG"):
         distribute.make_strategy("multi_worker")
+
+
+def test_strategy_name_gives_the_flag_names():
+    import tensorflow as tf
+
+    assert distribute.strategy_name(tf.distribute.get_strategy()) == "default"
+    assert distribute.strategy_name(tf.distribute.OneDeviceStrategy("/cpu:0")) == "OneDeviceStrategy"

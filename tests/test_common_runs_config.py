@@ -109,3 +109,12 @@ def test_run_cli_shortens_huge_messages_but_keeps_both_ends(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and len(err) < 800
     assert "cannot convert" in err and "python -m data.generate" in err and " ... " in err
+
+
+def test_load_history_keeps_what_the_checkpoint_covers(tmp_path):
+    from common.runs import HISTORY_FILE, load_history
+
+    assert load_history(tmp_path, 100) == []  # a new run
+    atomic_write_json(tmp_path / HISTORY_FILE, [{"step": s, "loss": 1.0 / s} for s in (50, 100, 150)])
+    assert [h["step"] for h in load_history(tmp_path, 100)] == [50, 100]
+    assert load_history(str(tmp_path), 0) == []
