@@ -50,7 +50,21 @@ def test_run_writes_every_output(trained):
     assert saved["nll_floor"] == pytest.approx(targets.get("banana").nll_floor)
     # An upper bound on the NLL cannot beat the floor by more than its noise (3 standard errors).
     assert saved["test_nll"] > saved["nll_floor"] - 3 * saved["test_nll_stderr"]
+    # The paired gap is the same bound minus the target's NLL on the same points: a KL estimate.
+    assert saved["gap_paired"] == pytest.approx(saved["test_nll"] - saved["test_floor_sample"], abs=1e-9)
+    assert saved["gap_paired"] > -3 * saved["gap_paired_stderr"]
     assert saved["training"]["nonfinite_steps"] == 0
+
+
+def test_paired_gap_is_zero_for_the_target_itself_and_sees_a_shift():
+    target = targets.get("mixture")
+    x = target.sample(4000, seed=3)
+    true_lp = target.log_prob(tf.constant(x, tf.float64)).numpy()
+    exact = training.paired_gap(target.log_prob, x, true_lp)
+    assert exact["gap_paired"] == pytest.approx(0.0, abs=1e-12) and exact["gap_paired_stderr"] < 1e-12
+    assert exact["test_floor_sample"] == pytest.approx(target.nll_floor, abs=0.06)  # 3 standard errors
+    worse = training.paired_gap(target.log_prob, x, true_lp - 0.02 - 0.01 * np.abs(x[:, 0]))
+    assert worse["gap_paired"] == pytest.approx(0.02 + 0.01 * np.abs(x[:, 0]).mean(), abs=1e-9)
 
 
 def test_trained_flow_samples_match_target(trained):
