@@ -97,13 +97,14 @@ PRESETS: Dict[str, NHFConfig] = {
     # 128-unit encoder, 2 leapfrog steps of 0.1, batch 10.
     "original": NHFConfig(num_hamiltonians=2, n_steps=2, step_size=0.1, widths=(128, 128), encoder_widths=(128,),
                           batch_size=10, lr=1e-2, steps=20_000, eval_every=2000, checkpoint_every=5000),
-    # Best quality within ~10-15 minutes on 2 cores.
+    # Wider ELBO-trained flow: 2.886 on mixture after 20k steps, ~12 minutes on 2 cores (`quality` does better).
     "paper": NHFConfig(num_hamiltonians=3, n_steps=4, step_size=0.25, widths=(128, 128), steps=20_000,
                        batch_size=256, lr=3e-3, eval_every=2000, checkpoint_every=2000),
-    # The best measured test NLL per CPU minute (bench/results/nhf_quality.json): four
+    # The best test NLL measured here (bench/results/nhf_quality_preset_quality_*.json): four
     # Hamiltonians of three-layer MLPs integrated for time 2 each, trained on the
-    # importance-weighted bound with 8 momenta per point, on 500k samples. About 4x the cost of
-    # an ELBO step at the same batch; reaches in 5k steps what the ELBO reaches in 15k.
+    # importance-weighted bound with 8 momenta per point, on 500k samples. A step costs about 4x
+    # an ELBO step at the same batch; on mixture it reached in 5k steps what the ELBO reached in
+    # 15k, in under half the time.
     "quality": NHFConfig(num_hamiltonians=4, n_steps=4, step_size=0.5, widths=(64, 64, 64), objective="iwae",
                          train_momenta=8, batch_size=128, train_size=500_000, steps=10_000, eval_every=2500,
                          checkpoint_every=2500),
