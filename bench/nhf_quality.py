@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import sys
 import tempfile
@@ -125,15 +124,15 @@ def train_baseline(dist, run, steps):
     seconds = time.perf_counter() - t0
     lp_fn = tf.function(dist.log_prob, jit_compile=c.jit)
     lp = np.concatenate([lp_fn(tf.constant(chunk)).numpy() for chunk in np.array_split(run.test_data, 10)])
-    return {"test_nll": float(-lp.mean()), "test_nll_stderr": float(lp.std() / math.sqrt(len(lp))),
-            **_paired(run, lp), "nonfinite_steps": bad, "seconds": seconds, "seconds_per_step": seconds / steps}
+    return {**_scores(run, lp.astype(np.float64)), "nonfinite_steps": bad, "seconds": seconds,
+            "seconds_per_step": seconds / steps}
 
 
-def _paired(run, lp):
-    """Gap to the target on the same test points (KL estimate; see nhf.training.paired_gap)."""
-    if run.target.log_prob is None or not run.target.normalised:
-        return {}
-    return training.paired_gap(run.target.log_prob, run.test_data, lp.astype(np.float64))
+def _scores(run, lp):
+    """Test NLL and its standard error, and the paired gap to the target on the same points."""
+    summary = training.nll_summary(lp)
+    return {"test_nll": summary["nll"], "test_nll_stderr": summary["stderr"],
+            **training.paired_gap(run.target, run.test_data, lp)}
 
 
 def main(argv=None) -> int:
@@ -170,8 +169,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 stats = training.train(run, d, progress=False)
                 lp = training.iwae_log_probs(run.model, run.test_data, args.eval_momenta, seed=123)
-                row["nhf"] = {"test_nll": float(-lp.mean()), "test_nll_stderr": float(lp.std() / math.sqrt(len(lp))),
-                              **_paired(run, lp), "parameters": nhf_params,
+                row["nhf"] = {**_scores(run, lp), "parameters": nhf_params,
                               "nonfinite_steps": stats["nonfinite_steps"], "seconds": time.perf_counter() - t0,
                               "seconds_per_step": stats["seconds_per_step"]}
             for kind in ("realnvp", "maf"):

@@ -23,8 +23,7 @@ import numpy as np
 
 from common import config as config_lib
 from common import distribute
-from common import runs
-from common.runs import RunError, atomic_write_json, check_writable_dir
+from common.runs import RunError, atomic_write_json, check_writable_dir, load_history
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
 
 DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
@@ -181,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metrics = evaluation.evaluate(model, train_arrays, test_arrays, fine_test=fine)
     samples = model.sample(8, config.eval_frames - 1, seed=config.seed + 1)["frames"].numpy()
     files = plots.save_run_plots(run_dir, metrics, test_arrays["frames"], samples, config.input_frames, config.dt)
-    history = runs.load_history(run_dir, end)
+    history = load_history(run_dir, end)
     if history:
         plots.training_curves(run_dir / "training_curves.png", history)
         files["training_curves"] = "training_curves.png"

@@ -7,7 +7,8 @@ from typing import Optional, Tuple
 import pytest
 
 from common.config import field, from_dict, parse_config, positive, to_dict
-from common.runs import atomic_directory, atomic_write_json, check_writable_dir, run_cli, RunError
+from common.runs import (HISTORY_FILE, atomic_directory, atomic_write_json, check_writable_dir, load_history,
+                         run_cli, RunError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +113,6 @@ def test_run_cli_shortens_huge_messages_but_keeps_both_ends(capsys):
 
 
 def test_load_history_keeps_what_the_checkpoint_covers(tmp_path):
-    from common.runs import HISTORY_FILE, load_history
-
     assert load_history(tmp_path, 100) == []  # a new run
     atomic_write_json(tmp_path / HISTORY_FILE, [{"step": s, "loss": 1.0 / s} for s in (50, 100, 150)])
     assert [h["step"] for h in load_history(tmp_path, 100)] == [50, 100]

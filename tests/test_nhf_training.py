@@ -60,10 +60,10 @@ def test_paired_gap_is_zero_for_the_target_itself_and_sees_a_shift():
     target = targets.get("mixture")
     x = target.sample(4000, seed=3)
     true_lp = target.log_prob(tf.constant(x, tf.float64)).numpy()
-    exact = training.paired_gap(target.log_prob, x, true_lp)
+    exact = training.paired_gap(target, x, true_lp)
     assert exact["gap_paired"] == pytest.approx(0.0, abs=1e-12) and exact["gap_paired_stderr"] < 1e-12
     assert exact["test_floor_sample"] == pytest.approx(target.nll_floor, abs=0.06)  # 3 standard errors
-    worse = training.paired_gap(target.log_prob, x, true_lp - 0.02 - 0.01 * np.abs(x[:, 0]))
+    worse = training.paired_gap(target, x, true_lp - 0.02 - 0.01 * np.abs(x[:, 0]))
     assert worse["gap_paired"] == pytest.approx(0.02 + 0.01 * np.abs(x[:, 0]).mean(), abs=1e-9)
 
 
