@@ -87,6 +87,27 @@ def build_energy_nets(config: HGNConfig) -> dict:
     return {"joint": EnergyNet(*args, name="hamiltonian")}
 
 
+def leaky_relu(x: tf.Tensor, alpha: float) -> tf.Tensor:
+    """`tf.nn.leaky_relu` whose gradient is computed from its output rather than its input.
+
+    The sign of the output is the sign of the input (alpha > 0), so the gradient is the same;
+    but the backward pass then keeps only the output (which the next conv keeps anyway for its
+    weight gradient), not the pre-activation as well: one [B*T, H, W, width] tensor fewer per
+    decoder conv.
+    """
+
+    @tf.custom_gradient
+    def op(features):
+        out = tf.nn.leaky_relu(features, alpha)
+        return out, lambda grad: tf.raw_ops.LeakyReluGrad(gradients=grad, features=out, alpha=alpha)
+
+    return op(x)
+
+
+def _leaky_relu_02(x: tf.Tensor) -> tf.Tensor:
+    return leaky_relu(x, 0.2)  # the slope of Keras's "leaky_relu" activation, which the paper decoder used
+
+
 class ResidualUpsample(keras.layers.Layer):
     """The PyTorch re-implementation's decoder block: x2 nearest upsampling, two 3x3 leaky-ReLU
     convs, a 1x1 projection of the skip when channels differ, sigmoid of the sum."""
@@ -101,8 +122,8 @@ class ResidualUpsample(keras.layers.Layer):
     def call(self, x):
         x = self.up(x)
         residual = self.skip(x) if self.skip is not None else x
-        h = tf.nn.leaky_relu(self.conv1(x), 0.01)
-        h = tf.nn.leaky_relu(self.conv2(h), 0.01)
+        h = leaky_relu(self.conv1(x), 0.01)
+        h = leaky_relu(self.conv2(h), 0.01)
         return tf.sigmoid(h + residual)
 
 
@@ -119,10 +140,14 @@ def build_decoder(config: HGNConfig) -> keras.Sequential:
         if config.decoder == "upsample":
             stack.append(layers.UpSampling2D(2, interpolation="nearest", dtype=dtype))
             stack += [layers.Conv2D(config.decoder_width, 3, padding="same", dtype=dtype,
-                                    activation="leaky_relu")  # Keras's default slope is 0.2
+                                    activation=_leaky_relu_02)
                       for _ in range(config.decoder_depth)]
         else:
             stack.append(ResidualUpsample(config.decoder_width, channels, dtype=dtype))
         channels = config.decoder_width
-    stack.append(layers.Conv2D(3, 3, padding="same", activation="sigmoid", dtype="float32"))
+    # The last conv runs in the compute dtype and only the sigmoid in float32: a float32 conv would
+    # keep a float32 copy of its [B*T, H, W, width] input for its weight gradient (126 MB for the
+    # pytorch preset's 480 frames of 32x32x64), on top of the bfloat16 original.
+    stack.append(layers.Conv2D(3, 3, padding="same", dtype=dtype))
+    stack.append(layers.Activation("sigmoid", dtype="float32"))
     return keras.Sequential(stack, name="decoder")

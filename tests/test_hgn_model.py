@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from common import PhaseSpace
 from common import integrators
-from hgn import HGN, PRESETS
+from hgn import HGN, PRESETS, networks
 
 
 def _disk_movies(n, frames, size=32, dt=0.125, seed=0):
@@ -320,7 +320,7 @@ def test_decoder_chunks_match_one_batched_decoder_call(dtype, chunks, mode):
             assert np.abs(g.numpy()).max() > 0.0, v.path
     if dtype == "float32":
         # The check has teeth: a 1% change of one decoder kernel moves the gradients past it.
-        kernel = chunked.decoder.layers[-1].kernel
+        kernel = chunked.decoder.layers[-2].kernel  # the last conv (a float32 sigmoid follows it)
         kernel.assign(kernel * 1.01)
         _, perturbed = run_k()
         with pytest.raises(AssertionError):
@@ -333,3 +333,38 @@ def test_decoder_chunks_validated():
     with pytest.raises(ValueError, match="decoder-chunks"):
         _tiny(decoder_chunks=7).validate()  # more chunks than the 6-frame window
     _tiny(decoder_chunks=6).validate()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_leaky_relu_gradient_from_its_output_equals_tf_nn(dtype):
+    # The decoder's leaky ReLU keeps only its output for the backward pass; its gradient must be
+    # tf.nn.leaky_relu's exactly, on both sides of zero (the values are exact in either dtype).
+    x = tf.cast(tf.constant([-3.0, -0.5, -1e-3, 1e-3, 0.5, 3.0]), dtype)
+    for alpha in (0.01, 0.2):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            ours, reference = networks.leaky_relu(x, alpha), tf.nn.leaky_relu(x, alpha)
+            upstream = x + tf.cast(10.0, dtype)  # an upstream gradient that differs per element
+            ours_sum, reference_sum = tf.reduce_sum(ours * upstream), tf.reduce_sum(reference * upstream)
+        np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+        g = tape.gradient(ours_sum, x)
+        g_ref = tape.gradient(reference_sum, x)
+        np.testing.assert_array_equal(g.numpy(), g_ref.numpy())
+        assert np.all(g.numpy()[:3] != g.numpy()[3:])  # the negative side really has its own slope
+    # The check has teeth: a wrong slope on the negative side differs from the reference.
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        wrong = tf.reduce_sum(networks.leaky_relu(x, 0.02) * (x + tf.cast(10.0, dtype)))
+    wrong_g = tape.gradient(wrong, x).numpy()
+    np.testing.assert_array_equal(wrong_g[3:], g_ref.numpy()[3:])
+    assert not np.array_equal(wrong_g[:3], g_ref.numpy()[:3])
+
+
+def test_decoder_last_conv_runs_in_compute_dtype_and_outputs_float32():
+    # bfloat16: the last conv computes in bfloat16 (no float32 copy of its 64-channel input is kept
+    # for the backward pass) and only the sigmoid runs in float32; the output is in (0, 1).
+    dec = networks.build_decoder(_tiny(compute_dtype="bfloat16"))
+    q = tf.random.normal([2, 4, 4, _tiny().state_channels])
+    out = dec(q)
+    assert out.dtype == tf.float32 and dec.layers[-2].compute_dtype == "bfloat16"
+    assert float(tf.reduce_min(out)) > 0.0 and float(tf.reduce_max(out)) < 1.0
