@@ -183,6 +183,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--decoder-chunks", type=int, default=DECODER_CHUNKS,
                         help=f"decoder_chunks of the graph_bf16_chunked variant (default {DECODER_CHUNKS})")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="fresh processes per setting; the run with the median samples/s is reported, "
+                             "with every run's samples/s and peak memory beside it (step times on a shared "
+                             "VM vary by up to 10%% between processes)")
     parser.add_argument("--out", default=str(RESULTS / "hgn_throughput.json"))
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,6 +194,8 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(worker(*args.worker, args.batch_size, args.warmup, args.steps,
                                             args.decoder_chunks)), flush=True)
         return 0
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     for v in args.variants.split(","):
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
@@ -208,13 +214,16 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--worker", config_name, variant, "--batch-size", str(args.batch_size),
                    "--warmup", str(args.warmup), "--steps", str(args.steps),
                    "--decoder-chunks", str(args.decoder_chunks)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-                results.append({"config": config_name, "variant": variant, "error": tail[-500:]})
-            else:
-                results.append(json.loads(lines[0][len("RESULT "):]))
+            runs = []
+            for _ in range(args.repeats):
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                if proc.returncode != 0 or not lines:
+                    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+                    runs = [{"config": config_name, "variant": variant, "error": tail[-500:]}]
+                    break
+                runs.append(json.loads(lines[0][len("RESULT "):]))
+            results.append(_median_run(runs))
             print(json.dumps(results[-1]), flush=True)
     done = {(r["config"], r["variant"]) for r in results}
     results = [r for r in previous if (r["config"], r["variant"]) not in done] + results
@@ -232,6 +241,16 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, out.with_suffix(".png"))
     return 0
+
+
+def _median_run(runs: list) -> dict:
+    """The run with the median samples/s (the lower middle one for an even count), listing all runs."""
+    if len(runs) == 1:
+        return runs[0]
+    ranked = sorted(runs, key=lambda r: r["samples_per_second"])
+    return {**ranked[(len(ranked) - 1) // 2], "repeats": len(runs),
+            "samples_per_second_repeats": [r["samples_per_second"] for r in runs],
+            "peak_memory_gb_repeats": [r["peak_memory_gb"] for r in runs]}
 
 
 def _plot(report, path) -> None:
