@@ -42,9 +42,10 @@ VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
             "graph_bf16_fused": (False, "bfloat16", True),
             "graph_bf16_chunked": (False, "bfloat16", False, True)}  # (jit, dtype, fused rollout, chunked decoder)
-# decoder_chunks of the chunked variant (--decoder-chunks). pytorch graph_bf16 with the while-loop rollout,
-# idle machine, k = 1, 2, 4: 1.95, 1.72, 1.54 GB peak at 7.55, 6.32, 6.47 samples/s (k = 4's smaller
-# chunks stay in cache). With the earlier unrolled rollout, k = 1, 2, 4, 8 gave 2.51, 2.25, 2.11, 2.05 GB.
+# decoder_chunks of the chunked variant (--decoder-chunks). pytorch graph_bf16, idle machine, five runs
+# each: k = 1: 1.55 GiB peak at 9.5 samples/s (median); k = 4: 1.37 GiB at 8.5 (one extra decoder forward
+# pass). Before the decoder kept only what its backward pass needs (float32 last conv, leaky ReLU
+# pre-activations), k = 1, 2, 4 gave 1.95, 1.72, 1.54 GiB; with the unrolled rollout before that, 2.51 at k = 1.
 DECODER_CHUNKS = 4
 
 
@@ -155,7 +156,7 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
         "timed_steps": steps,
         "seconds_per_step_median": round(sec, 4), "seconds_per_step_mean": round(float(step_times.mean()), 4),
         "samples_per_second": round(batch / sec, 2),
-        "peak_memory_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),
+        "peak_memory_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),  # 2^30 bytes
         "compile_and_warmup_seconds": round(compile_and_warmup, 1),
         "gflop_per_step_analytic": round(gflop_step, 1),
         "gflop_per_step_by_part": {k: round(v * batch / 1e9, 2) for k, v in flops.items()},
@@ -250,7 +251,7 @@ def _median_run(runs: list) -> dict:
     ranked = sorted(runs, key=lambda r: r["samples_per_second"])
     return {**ranked[(len(ranked) - 1) // 2], "repeats": len(runs),
             "samples_per_second_repeats": [r["samples_per_second"] for r in runs],
-            "peak_memory_gb_repeats": [r["peak_memory_gb"] for r in runs]}
+            "peak_memory_gib_repeats": [r["peak_memory_gib"] for r in runs]}
 
 
 def _plot(report, path) -> None:
