@@ -39,7 +39,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -327,9 +327,14 @@ def iwae_nll(model: HamiltonianFlowDensity, data: np.ndarray, num_momenta: int, 
     return nll_summary(iwae_log_probs(model, data, num_momenta, seed, chunk_states, jit))
 
 
+def _mean_and_stderr(values: np.ndarray) -> Tuple[float, float]:
+    return float(values.mean()), float(values.std() / math.sqrt(len(values)))
+
+
 def nll_summary(log_prob: np.ndarray) -> Dict[str, float]:
     """`{"nll": mean of -log_prob, "stderr": its standard error over points}`."""
-    return {"nll": float(-log_prob.mean()), "stderr": float(log_prob.std() / math.sqrt(len(log_prob)))}
+    mean, stderr = _mean_and_stderr(log_prob)
+    return {"nll": -mean, "stderr": stderr}
 
 
 def iwae_log_probs(model: HamiltonianFlowDensity, data: np.ndarray, num_momenta: int, seed: int = 0,
@@ -357,9 +362,8 @@ def paired_gap(target: targets.Target, data: np.ndarray, model_log_prob: np.ndar
     if target.log_prob is None or not target.normalised:
         return {}
     true_lp = target.log_prob(tf.constant(data, tf.float64)).numpy()
-    diff = true_lp - model_log_prob
-    return {"gap_paired": float(diff.mean()), "gap_paired_stderr": float(diff.std() / math.sqrt(len(diff))),
-            "test_floor_sample": float(-true_lp.mean())}
+    gap, stderr = _mean_and_stderr(true_lp - model_log_prob)
+    return {"gap_paired": gap, "gap_paired_stderr": stderr, "test_floor_sample": float(-true_lp.mean())}
 
 
 def vi_report(run: Run, n: int = 20_000, seed: int = 0) -> Dict[str, float]:
