@@ -124,6 +124,18 @@ def make_config(system: str, *, n_train: int = DEFAULT_TRAIN, n_test: int = DEFA
         image_size=int(image_size), n_colors=colors, noise_std=float(noise_std), seed=int(seed))
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+    """A `DatasetInfo` that never looks on TFDS's GCS bucket: this dataset exists only where it was generated.
+
+    tfds 4.9.10's `initialize_from_bucket` makes a temporary folder before it finds that GCS is
+    off and returns without deleting it, so every build of a new variant left an empty
+    `/tmp/tmp*tfds` behind.
+    """
+
+    def initialize_from_bucket(self) -> None:
+        return None
+
+
 class HamiltonianPhysics(tfds.core.GeneratorBasedBuilder):
     """Rendered trajectories of Hamiltonian systems with their true states (HGN's datasets).
 
@@ -156,7 +168,9 @@ class HamiltonianPhysics(tfds.core.GeneratorBasedBuilder):
         size = config.image_size
         # Bytes keep float64 exact; a plain float feature would be stored as float32.
         exact = tfds.features.Encoding.BYTES
-        return self.dataset_info_from_configs(
+        # `dataset_info_from_configs` would add nothing: the builder has no metadata files.
+        return _LocalDatasetInfo(
+            builder=self,
             features=tfds.features.FeaturesDict({
                 "frames": tfds.features.Tensor(shape=(config.n_frames, size, size, 3), dtype=np.uint8,
                                                encoding=tfds.features.Encoding.ZLIB),

@@ -1,5 +1,6 @@
 """The TFDS builder and the `tf.data` pipelines."""
 import hashlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data
+from data import builder as data_builder
 
 TINY = dict(n_train=6, n_test=3, n_frames=8, image_size=16)
 
@@ -68,6 +70,15 @@ def test_interrupted_generation_leaves_only_an_incomplete_folder(tmp_path, monke
     assert not list(tmp_path.glob("hamiltonian_physics/*/1.0.0/dataset_info.json"))
     with pytest.raises(Exception):
         tfds.builder("hamiltonian_physics/pendulum_t8_px16_n6x3", data_dir=str(tmp_path)).as_dataset(split="train")
+
+
+def test_a_new_variant_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    builder = data_builder.builder_for(data_builder.make_config("pendulum", **TINY), str(tmp_path / "d"), 1)
+    assert builder.info.features["frames"].shape == (8, 16, 16, 3)
+    assert not list(scratch.iterdir())  # tfds's GCS lookup used to leave an empty tmp*tfds here
 
 
 def test_same_seed_same_bytes_different_seed_different_bytes(tiny, tmp_path):
