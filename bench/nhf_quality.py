@@ -18,6 +18,7 @@ create untracked compat.v1 variables; REFERENCE.md section 4); MAF uses
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import platform
@@ -124,8 +125,19 @@ def train_baseline(dist, run, steps):
     seconds = time.perf_counter() - t0
     lp_fn = tf.function(dist.log_prob, jit_compile=c.jit)
     lp = np.concatenate([lp_fn(tf.constant(chunk)).numpy() for chunk in np.array_split(run.test_data, 10)])
-    return {**_scores(run, lp.astype(np.float64)), "nonfinite_steps": bad, "seconds": seconds,
-            "seconds_per_step": seconds / steps}
+    lp = lp.astype(np.float64)
+    return {**_scores(run, lp), "nonfinite_steps": bad, "seconds": seconds, "seconds_per_step": seconds / steps}, lp
+
+
+def _paired_difference(lp_nhf, lp_other):
+    """NHF's test NLL minus the other model's, per test point, averaged: > 0 when NHF is worse.
+
+    Its standard error is far smaller than either model's own, because both models score the
+    same points and the points' own difficulty cancels.
+    """
+    diff = lp_other - lp_nhf
+    return {"nhf_nll_minus_this": float(diff.mean()),
+            "nhf_nll_minus_this_stderr": float(diff.std() / np.sqrt(len(diff)))}
 
 
 def _scores(run, lp):
@@ -144,9 +156,20 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-layers", type=int, default=4, help="coupling / autoregressive layers")
     parser.add_argument("--test-size", type=int, default=5000, help="test points per target")
     parser.add_argument("--eval-momenta", type=int, default=256, help="K of NHF's IWAE bound")
+    parser.add_argument("--keep-runs", metavar="DIR",
+                        help="keep each NHF run (checkpoints, config.json, history) in DIR/<target> "
+                             "instead of a temporary folder")
+    parser.add_argument("--nhf-from", metavar="DIR",
+                        help="score the NHF kept by an earlier --keep-runs DIR (same settings) instead of "
+                             "training it again; the baselines still train")
     parser.add_argument("--out", default="bench/results/nhf_quality.json", help="results JSON (PNG beside it)")
     args = parser.parse_args(argv)
+    if args.keep_runs and args.nhf_from:
+        parser.error("--keep-runs and --nhf-from exclude each other")
     models = args.models.split(",")
+    unknown = sorted(set(models) - {"nhf", "realnvp", "maf"})
+    if unknown:
+        parser.error(f"unknown --models {','.join(unknown)}; valid: nhf, realnvp, maf")
     out = Path(args.out)
     results = {"command": "python bench/nhf_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": {"platform": platform.platform(), "tensorflow": tf.__version__,
@@ -160,18 +183,30 @@ def main(argv=None) -> int:
                                      eval_momenta=args.eval_momenta, export=False, eval_every=max(args.steps // 4, 1),
                                      checkpoint_every=args.steps)
         row = {"target": name}
-        with tempfile.TemporaryDirectory() as d:
+        with contextlib.ExitStack() as stack:
+            if args.keep_runs or args.nhf_from:
+                d = Path(args.keep_runs or args.nhf_from) / name
+                d.mkdir(parents=True, exist_ok=True)
+            else:
+                d = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             run = training.build_run(config, d)
             nhf_params = count(run.model.trainable_variables)
             row["nll_floor"] = run.target.nll_floor
             row["dim"] = run.target.dim
+            lp_nhf = None
             if "nhf" in models:
                 t0 = time.perf_counter()
-                stats = training.train(run, d, progress=False)
-                lp = training.iwae_log_probs(run.model, run.test_data, args.eval_momenta, seed=123)
-                row["nhf"] = {**_scores(run, lp), "parameters": nhf_params,
-                              "nonfinite_steps": stats["nonfinite_steps"], "seconds": time.perf_counter() - t0,
-                              "seconds_per_step": stats["seconds_per_step"]}
+                if args.nhf_from:
+                    stats = {"restored_from": _restore_nhf(run, config, d)}
+                else:
+                    atomic_write_json(d / training.CONFIG_FILE, training.config_dict(config))
+                    trained = training.train(run, d, progress=False)
+                    stats = {"nonfinite_steps": trained["nonfinite_steps"],
+                             "seconds_per_step": trained["seconds_per_step"]}
+                lp_nhf = training.iwae_log_probs(run.model, run.test_data, args.eval_momenta, seed=123)
+                if not args.nhf_from:
+                    stats["seconds"] = time.perf_counter() - t0
+                row["nhf"] = {**_scores(run, lp_nhf), "parameters": nhf_params, **stats}
             for kind in ("realnvp", "maf"):
                 if kind not in models:
                     continue
@@ -179,8 +214,11 @@ def main(argv=None) -> int:
                 width, n = matched_baseline(kind, run.target.dim, args.baseline_layers, nhf_params,
                                             run.train_data, dtype)
                 dist = build_baseline(kind, run.target.dim, args.baseline_layers, width, run.train_data, dtype)
+                scores, lp = train_baseline(dist, run, args.steps)
                 row[kind] = {"parameters": count(dist.trainable_variables), "layers": args.baseline_layers,
-                             "width": width, **train_baseline(dist, run, args.steps)}
+                             "width": width, **scores}
+                if lp_nhf is not None:
+                    row[kind].update(_paired_difference(lp_nhf, lp))
         floor = row["nll_floor"]
         for kind in models:
             if floor is not None and kind in row:
@@ -193,10 +231,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def _restore_nhf(run, config, run_dir):
+    """Loads the NHF an earlier `--keep-runs` trained with these settings; returns its checkpoint."""
+    try:
+        training.check_saved_config(config, run_dir, flag="--nhf-from")
+        path = training.restore_latest(run, required=True)
+    except training.RunError as e:
+        raise SystemExit(f"--nhf-from {run_dir}: {e}")
+    if int(run.step.numpy()) != config.steps:
+        raise SystemExit(f"--nhf-from: {path} is at step {int(run.step.numpy())}, not --steps {config.steps}")
+    return path
+
+
 def _table(results):
     print("\n| target | floor | NHF | RealNVP | MAF |\n|---|---|---|---|---|")
     for r in results["rows"]:
-        cells = [(f"{r[k]['test_nll']:.3f}" + (f" (KL {r[k]['gap_paired']:.3f})" if "gap_paired" in r[k] else ""))
+        cells = [(f"{r[k]['test_nll']:.3f}" + (f" (KL {r[k]['gap_paired']:.3f})" if "gap_paired" in r[k] else "")
+                  + (f" (NHF - this {r[k]['nhf_nll_minus_this']:+.3f} +- {r[k]['nhf_nll_minus_this_stderr']:.3f})"
+                     if "nhf_nll_minus_this" in r[k] else ""))
                  if k in r else "-" for k in ("nhf", "realnvp", "maf")]
         floor = f"{r['nll_floor']:.3f}" if r["nll_floor"] is not None else "?"
         print(f"| {r['target']} | {floor} | " + " | ".join(cells) + " |")

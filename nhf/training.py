@@ -534,8 +534,10 @@ RESUMABLE_CHANGES = ("steps", "eval_momenta", "eval_every", "checkpoint_every", 
 CONFIG_FILE = "config.json"
 
 
-def _check_resume_config(config: NHFConfig, run_dir: Path) -> None:
-    path = run_dir / CONFIG_FILE
+def check_saved_config(config: NHFConfig, run_dir: Path, flag: str = "--resume") -> None:
+    """Raises `RunError` naming every field in which `config` differs from the run's saved
+    `config.json` (fields in `RESUMABLE_CHANGES` may differ); a run without one passes."""
+    path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         return
     saved = json.loads(path.read_text())
@@ -543,7 +545,7 @@ def _check_resume_config(config: NHFConfig, run_dir: Path) -> None:
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
         details = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise RunError(f"--resume with a different config than {str(path)!r}: {details}")
+        raise RunError(f"{flag} with a different config than {str(path)!r}: {details}")
 
 
 def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_only: bool = False,
@@ -581,7 +583,7 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
         raise RunError(f"--run-dir {str(run_dir)!r} already holds checkpoints; pass --resume to continue it "
                        "or choose another --run-dir")
     if resume:
-        _check_resume_config(config, run_dir)
+        check_saved_config(config, run_dir)
     strategy = strategy or tf.distribute.get_strategy()
     run = build_run(config, run_dir, strategy)
     try:
