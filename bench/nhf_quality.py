@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+import tf_keras
 
 from common.runs import atomic_write_json
 from nhf import training
@@ -66,8 +67,10 @@ def build_baseline(kind, dim, n_layers, width, data, dtype, seed=0):
             layers.append(tfb.RealNVP(num_masked=m, shift_and_log_scale_fn=CouplingNet(m, dim - m, (width, width),
                                                                                        seed + i, dtype)))
         else:
+            # Seeded like RealNVP's nets: an unseeded initialiser made every MAF run different.
             made = tfb.AutoregressiveNetwork(params=2, event_shape=[dim], hidden_units=[width, width],
-                                             activation="tanh", dtype=dtype)
+                                             activation="tanh", dtype=dtype,
+                                             kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed + i))
             layers.append(tfb.MaskedAutoregressiveFlow(made))
         if i < n_layers - 1:
             layers.append(tfb.Permute(list(reversed(range(dim)))))
