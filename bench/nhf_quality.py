@@ -10,10 +10,17 @@ for NHF, so the comparison is conservative for NHF.
 
     python bench/nhf_quality.py --steps 3000 --targets mixture,checkerboard
     python bench/nhf_quality.py                    # all five targets, preset `small` settings
+    python bench/nhf_quality.py --preset quality --steps 50000 --targets two_moons --keep-runs runs/nhfq
+    # score the NHF kept above, retrain only the baseline:
+    python bench/nhf_quality.py --preset quality --steps 50000 --targets two_moons --nhf-from runs/nhfq --models nhf,maf
+
+Each baseline row also holds `nhf_nll_minus_this`: NHF's test NLL minus the baseline's, averaged
+per test point (> 0 when NHF is worse), with its standard error; the pairing cancels the test
+points' own difficulty, so it resolves differences far below either model's own standard error.
 
 RealNVP's coupling networks are tracked `tf.Module`s (`tfb.real_nvp_default_template` would
 create untracked compat.v1 variables; REFERENCE.md section 4); MAF uses
-`tfb.AutoregressiveNetwork`, which tracks its variables.
+`tfb.AutoregressiveNetwork`, which tracks its variables. Both are seeded: a rerun gives the same figures.
 """
 from __future__ import annotations
 
