@@ -194,8 +194,15 @@ def main(argv=None) -> int:
                                      checkpoint_every=args.steps)
         row = {"target": name}
         with contextlib.ExitStack() as stack:
-            if args.keep_runs or args.nhf_from:
-                d = Path(args.keep_runs or args.nhf_from) / name
+            if args.nhf_from:
+                d = Path(args.nhf_from) / name
+                if not d.is_dir():
+                    raise SystemExit(f"--nhf-from: no kept run {str(d)!r} (made by --keep-runs {args.nhf_from})")
+            elif args.keep_runs:
+                d = Path(args.keep_runs) / name
+                if list(d.glob(f"{training.CHECKPOINT_DIR}/*.index")):
+                    raise SystemExit(f"--keep-runs: {str(d)!r} already holds a run; score it with --nhf-from "
+                                     f"{args.keep_runs} or choose another folder")
                 d.mkdir(parents=True, exist_ok=True)
             else:
                 d = Path(stack.enter_context(tempfile.TemporaryDirectory()))
