@@ -40,7 +40,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from common.runs import atomic_write_json
+from common.runs import atomic_write_json, holds_checkpoints
 from nhf import training
 from nhf.config import PRESETS
 from nhf.networks import MLP
@@ -145,9 +145,8 @@ def _paired_difference(lp_nhf, lp_other):
     Its standard error is far smaller than either model's own, because both models score the
     same points and the points' own difficulty cancels.
     """
-    diff = lp_other - lp_nhf
-    return {"nhf_nll_minus_this": float(diff.mean()),
-            "nhf_nll_minus_this_stderr": float(diff.std() / np.sqrt(len(diff)))}
+    mean, stderr = training.mean_and_stderr(lp_other - lp_nhf)
+    return {"nhf_nll_minus_this": mean, "nhf_nll_minus_this_stderr": stderr}
 
 
 def _scores(run, lp):
@@ -200,7 +199,7 @@ def main(argv=None) -> int:
                     raise SystemExit(f"--nhf-from: no kept run {str(d)!r} (made by --keep-runs {args.nhf_from})")
             elif args.keep_runs:
                 d = Path(args.keep_runs) / name
-                if list(d.glob(f"{training.CHECKPOINT_DIR}/*.index")):
+                if holds_checkpoints(d / training.CHECKPOINT_DIR):
                     raise SystemExit(f"--keep-runs: {str(d)!r} already holds a run; score it with --nhf-from "
                                      f"{args.keep_runs} or choose another folder")
                 d.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,12 @@ def check_writable_dir(path: PathLike, flag: str = "--run-dir") -> Path:
     return path
 
 
+def holds_checkpoints(checkpoint_dir: PathLike) -> bool:
+    """Whether a run's checkpoint folder exists and holds anything (a new run must not reuse it)."""
+    path = Path(checkpoint_dir)
+    return path.is_dir() and any(path.iterdir())
+
+
 def restore_newest_readable(manager, required: bool, what: str = "model") -> Optional[str]:
     """Restores the newest checkpoint of a `tf.train.CheckpointManager` that can be read.
 

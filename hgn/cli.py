@@ -23,7 +23,7 @@ import numpy as np
 
 from common import config as config_lib
 from common import distribute
-from common.runs import RunError, atomic_write_json, check_writable_dir, load_history
+from common.runs import RunError, atomic_write_json, check_writable_dir, holds_checkpoints, load_history
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
 
 DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say = (lambda *a: print(*a, flush=True)) if args.verbose and chief else (lambda *a: None)
     data_dir = data_dir or data.DEFAULT_DATA_DIR
     if not args.resume:
-        if (run_dir / training.CHECKPOINT_DIR).exists() and any((run_dir / training.CHECKPOINT_DIR).iterdir()):
+        if holds_checkpoints(run_dir / training.CHECKPOINT_DIR):
             raise RunError(f"--run-dir {str(run_dir)!r} already holds checkpoints; pass --resume to continue it "
                            f"or choose another --run-dir")
     if chief:

@@ -47,8 +47,8 @@ import tensorflow as tf
 
 from common import config as config_lib
 from common import distribute
-from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, load_history,
-                         restore_newest_readable)
+from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, holds_checkpoints,
+                         load_history, restore_newest_readable)
 from data import targets
 from nhf.config import NHFConfig
 from nhf.density import HamiltonianFlowDensity, build_density, effective_sample_size
@@ -327,13 +327,14 @@ def iwae_nll(model: HamiltonianFlowDensity, data: np.ndarray, num_momenta: int, 
     return nll_summary(iwae_log_probs(model, data, num_momenta, seed, chunk_states, jit))
 
 
-def _mean_and_stderr(values: np.ndarray) -> Tuple[float, float]:
+def mean_and_stderr(values: np.ndarray) -> Tuple[float, float]:
+    """The mean of `values` and its standard error over them."""
     return float(values.mean()), float(values.std() / math.sqrt(len(values)))
 
 
 def nll_summary(log_prob: np.ndarray) -> Dict[str, float]:
     """`{"nll": mean of -log_prob, "stderr": its standard error over points}`."""
-    mean, stderr = _mean_and_stderr(log_prob)
+    mean, stderr = mean_and_stderr(log_prob)
     return {"nll": -mean, "stderr": stderr}
 
 
@@ -362,7 +363,7 @@ def paired_gap(target: targets.Target, data: np.ndarray, model_log_prob: np.ndar
     if target.log_prob is None or not target.normalised:
         return {}
     true_lp = target.log_prob(tf.constant(data, tf.float64)).numpy()
-    gap, stderr = _mean_and_stderr(true_lp - model_log_prob)
+    gap, stderr = mean_and_stderr(true_lp - model_log_prob)
     return {"gap_paired": gap, "gap_paired_stderr": stderr, "test_floor_sample": float(-true_lp.mean())}
 
 
@@ -579,7 +580,7 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
     run_dir = Path(run_dir)
     if eval_only and not resume:
         raise RunError("--eval-only needs --resume (it evaluates the run's newest checkpoint)")
-    if not resume and (run_dir / CHECKPOINT_DIR).exists() and any((run_dir / CHECKPOINT_DIR).iterdir()):
+    if not resume and holds_checkpoints(run_dir / CHECKPOINT_DIR):
         raise RunError(f"--run-dir {str(run_dir)!r} already holds checkpoints; pass --resume to continue it "
                        "or choose another --run-dir")
     if resume:
