@@ -55,12 +55,12 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
 HISTORY_FILE = "history.json"  # a run's logged training scalars: a JSON list of {"step": ..., ...}
 
 
-def load_history(run_dir: PathLike, upto: int) -> list:
-    """The entries of `run_dir/history.json` with step <= `upto` (empty for a new run).
+def load_history(run_dir: PathLike, upto: int, name: str = HISTORY_FILE) -> list:
+    """The entries of `run_dir/<name>` (default history.json) with step <= `upto` (empty for a new run).
 
     A resumed run keeps what its checkpoint covers and re-logs the steps it redoes.
     """
-    path = Path(run_dir) / HISTORY_FILE
+    path = Path(run_dir) / name
     if not path.is_file():
         return []
     return [h for h in json.loads(path.read_text()) if h["step"] <= upto]

@@ -22,7 +22,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from common import config as config_lib
-from common import distribute
+from common import cpu, distribute
 from common.runs import RunError, atomic_write_json, check_writable_dir, holds_checkpoints, load_history
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
 
@@ -96,6 +96,21 @@ def _resolve(argv: Optional[Sequence[str]]):
     return args, config, dataset, run_dir, data_dir
 
 
+def _announce_compute_dtype(config: HGNConfig, say) -> str:
+    """The compute dtype this run uses (`auto` resolved for this CPU), said once; warns when
+    bfloat16 is forced on a CPU that only emulates it."""
+    chosen = cpu.resolve_compute_dtype(config.compute_dtype)
+    if config.compute_dtype == "bfloat16" and not cpu.native_bfloat16():
+        print("warning: --compute-dtype bfloat16 on a CPU without AMX or AVX-512 BF16: bfloat16 is emulated "
+              "there, typically tens of times slower than float32; --compute-dtype auto picks float32",
+              file=sys.stderr, flush=True)
+    why = ""
+    if config.compute_dtype == "auto":
+        why = " (auto: the CPU has " + ("native bfloat16)" if chosen == "bfloat16" else "no native bfloat16)")
+    say(f"compute dtype: {chosen}{why}")
+    return chosen
+
+
 def _load_eval_split(builder, split: str, config: HGNConfig, n: int) -> Dict[str, np.ndarray]:
     import data
 
@@ -122,6 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from hgn.export import export as export_saved_model
 
     say = (lambda *a: print(*a, flush=True)) if args.verbose and chief else (lambda *a: None)
+    compute_dtype = _announce_compute_dtype(config, say)
     data_dir = data_dir or data.DEFAULT_DATA_DIR
     if not args.resume:
         if holds_checkpoints(run_dir / training.CHECKPOINT_DIR):
@@ -129,6 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            f"or choose another --run-dir")
     if chief:
         atomic_write_json(run_dir / "config.json", {"dataset": dataset, "data_dir": str(data_dir),
+                                                    "compute_dtype": compute_dtype,
                                                     "config": config_lib.to_dict(config)})
     t0 = time.time()
     say(f"preparing {dataset} ({config.n_train} train / {config.n_test} test trajectories) in {data_dir}")
@@ -157,7 +174,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.eval_only:
         ds = data.make_dataset(dataset, "train", builder=builder, window=config.window, batch_size=config.batch_size,
                                shuffle=True, seed=config.seed, repeat=True)
-        training.train(model, ds, run_dir, manager=manager, verbose=args.verbose if chief else 0)
+        curve_frames = None
+        if config.curve_every_minutes and chief:
+            curve_frames = _load_eval_split(builder, "test", config, config.curve_trajectories)["frames"]
+        training.train(model, ds, run_dir, manager=manager, verbose=args.verbose if chief else 0,
+                       curve_frames=curve_frames)
     t_train = time.time() - t1
     end = int(model.train_steps.numpy())
     if not chief:
@@ -195,10 +216,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "train_samples_per_second": round(trained * config.batch_size / t_train, 2) if trained and t_train else None,
         "command": " ".join(["train_hgn.py", *(sys.argv[1:] if argv is None else argv)]),
         "strategy": {"name": args.strategy, "replicas": strategy.num_replicas_in_sync},
+        "compute_dtype": compute_dtype, "cpu": cpu.describe(),
         **evaluation.public(metrics),
     }
     atomic_write_json(run_dir / "metrics.json", result)
     distribute.barrier(strategy)
     say(f"step {end}: test MSE x1e-4 forward {metrics['test_forward']['mse_x1e4']:.2f}, "
-        f"backward {metrics['test_backward']['mse_x1e4']:.2f}; wrote {run_dir}")
+        f"backward {metrics['test_backward']['mse_x1e4']:.2f} (mean-frame baseline "
+        f"{metrics['test_mean_frame_mse_x1e4']:.2f}); wrote {run_dir}")
     return 0

@@ -23,9 +23,11 @@ from common.config import field, non_negative, one_of, positive
 ENCODERS = ("strided", "full_res")
 DECODERS = ("upsample", "residual")
 HAMILTONIANS = ("separable", "joint")
+LATENTS = ("spatial", "vector")
+ACTIVATIONS = ("softplus", "swish")
 OBJECTIVES = ("geco", "beta")
 TRAINING_MODES = ("forward", "forward_backward")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,12 @@ class HGNConfig:
     window: int = field(31, "frames per training example, all reconstructed (rollout of window-1 steps)")
     dt: float = field(0.125, "latent integration step per frame (the data's frame interval)")
     image_size: int = field(32, "frame height and width (a multiple of 8)")
+    # Latent layout.
+    latent: str = field(
+        "spatial", f"latent state: {', '.join(LATENTS)}. spatial (paper): q and p are 4x4 maps of --state-channels "
+                   "channels, conv Hamiltonians, a conv transformer z -> (q, p). vector (DeepMind's HGN++, "
+                   "Botev et al. 2021): the encoder's map is flattened and linearly projected to z = (q, p), "
+                   "vectors of --state-channels each; MLP Hamiltonians; the decoder projects q back to a 4x4 map")
     # Encoder q(z | frames).
     encoder: str = field("strided", f"encoder architecture: {', '.join(ENCODERS)}")
     encoder_widths: Tuple[int, ...] = field(
@@ -46,12 +54,15 @@ class HGNConfig:
     # Transformer z -> (q, p).
     transformer_widths: Tuple[int, ...] = field((64, 64, 64, 64), "hidden 3x3 conv channels of the z -> (q, p) transformer")
     transformer_strides: Tuple[int, ...] = field((1, 1, 1, 1), "strides of those convs (same length)")
-    state_channels: int = field(16, "channels of q and of p (each a spatial map)")
+    state_channels: int = field(16, "channels of q and of p (spatial maps), or their dimension (vector latent)")
     # Hamiltonian.
     hamiltonian: str = field("separable", f"Hamiltonian form: {', '.join(HAMILTONIANS)} (K(p) + V(q) or joint H(q, p))")
-    hamiltonian_widths: Tuple[int, ...] = field((32, 64, 64, 64), "hidden conv channels of each energy net (softplus)")
-    hamiltonian_kernels: Tuple[int, ...] = field((3, 2, 2, 2, 2), "kernel sizes, one per hidden conv plus the final 1-channel conv")
-    hamiltonian_strides: Tuple[int, ...] = field((1, 2, 1, 2, 1), "strides (stride 2 convs use VALID padding, others SAME)")
+    hamiltonian_widths: Tuple[int, ...] = field(
+        (32, 64, 64, 64), "hidden widths of each energy net: conv channels (spatial latent) or MLP units (vector)")
+    hamiltonian_kernels: Tuple[int, ...] = field((3, 2, 2, 2, 2), "spatial latent: kernel sizes, one per hidden conv plus the final 1-channel conv")
+    hamiltonian_strides: Tuple[int, ...] = field((1, 2, 1, 2, 1), "spatial latent: strides (stride 2 convs use VALID padding, others SAME)")
+    hamiltonian_activation: str = field("softplus", f"energy-net activation: {', '.join(ACTIVATIONS)} (smooth: "
+                                                    "training needs second derivatives of H)")
     integrator: str = field("leapfrog", "common.integrators method for the latent rollout")
     # Decoder q -> frame.
     decoder: str = field("upsample", f"decoder architecture: {', '.join(DECODERS)}")
@@ -71,7 +82,11 @@ class HGNConfig:
     training_mode: str = field("forward", f"{', '.join(TRAINING_MODES)}")
     # Optimisation.
     batch_size: int = field(32, "training batch size")
-    learning_rate: float = field(1.5e-4, "Adam learning rate")
+    learning_rate: float = field(1.5e-4, "Adam learning rate (the peak, with --warmup-steps / --decay)")
+    warmup_steps: int = field(0, "linear learning-rate warm-up from 0 over this many steps")
+    decay: str = field("none", "learning-rate decay after warm-up: none, or cosine (to --final-lr-fraction of "
+                               "the peak at --steps)")
+    final_lr_fraction: float = field(0.1, "cosine decay ends at this fraction of --learning-rate")
     steps: int = field(500_000, "training steps (batches)")
     max_train_minutes: Optional[float] = field(None, "stop training after this wall-clock budget (none: run all --steps)")
     checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
@@ -84,7 +99,10 @@ class HGNConfig:
                                      "on a 2-core AVX-512/AMX CPU: see bench/results/hgn_throughput.json)")
     fused_rollout: bool = field(False, "XLA-compile only the latent leapfrog rollout (many tiny convs) inside a "
                                        "non-XLA step whose big convs run on oneDNN")
-    compute_dtype: str = field("float32", f"encoder/decoder compute dtype: {', '.join(COMPUTE_DTYPES)} (bfloat16 uses AMX where present)")
+    compute_dtype: str = field(
+        "auto", f"encoder/decoder compute dtype: {', '.join(COMPUTE_DTYPES)}. auto: bfloat16 where the CPU computes "
+                "it natively (AMX or AVX-512 BF16 in /proc/cpuinfo), float32 elsewhere (bfloat16 is emulated "
+                "there, tens of times slower)")
     seed: int = field(0, "seed of weights, posterior samples and data order")
     # Data.
     n_train: int = field(50_000, "training trajectories")
@@ -95,14 +113,19 @@ class HGNConfig:
     eval_frames: int = field(30, "frames per evaluation rollout (the paper's 30)")
     eval_trajectories: int = field(1000, "train and test trajectories scored by the evaluation")
     energy_steps: int = field(1000, "rollout length for the latent energy drift")
+    curve_every_minutes: Optional[float] = field(
+        None, "score test MSE (forward and backward) every this many minutes of training time into "
+              "test_curve.json and TensorBoard (the time spent scoring is not counted; none: off)")
+    curve_trajectories: int = field(100, "test trajectories scored for each point of that curve")
 
     def validate(self) -> None:
         positive(self, "input_frames", "window", "dt", "image_size", "latent_channels", "state_channels",
                  "decoder_width", "decoder_depth", "decoder_chunks", "batch_size", "learning_rate", "steps",
                  "checkpoint_every", "max_nonfinite_steps", "n_train", "n_test", "data_frames", "eval_frames",
                  "eval_trajectories", "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels",
-                 "geco_init_lambda", "geco_learning_rate", "max_train_minutes")
-        non_negative(self, "geco_kappa", "beta", "max_rollbacks")
+                 "geco_init_lambda", "geco_learning_rate", "max_train_minutes", "curve_every_minutes",
+                 "curve_trajectories")
+        non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps")
         if not 0.0 < self.rollback_lr_factor <= 1.0:
             raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
         one_of(self, "encoder", ENCODERS)
@@ -111,6 +134,11 @@ class HGNConfig:
         one_of(self, "objective", OBJECTIVES)
         one_of(self, "training_mode", TRAINING_MODES)
         one_of(self, "compute_dtype", COMPUTE_DTYPES)
+        one_of(self, "latent", LATENTS)
+        one_of(self, "hamiltonian_activation", ACTIVATIONS)
+        one_of(self, "decay", ("none", "cosine"))
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ValueError(f"--final-lr-fraction must be in [0, 1], got {self.final_lr_fraction}")
         from common import integrators  # imports TensorFlow; config modules stay light until validated
 
         one_of(self, "integrator", integrators.names())
@@ -132,8 +160,8 @@ class HGNConfig:
         if len(self.transformer_widths) != len(self.transformer_strides):
             raise ValueError(f"--transformer-widths and --transformer-strides differ in length "
                              f"({len(self.transformer_widths)} vs {len(self.transformer_strides)})")
-        if len(self.hamiltonian_kernels) != len(self.hamiltonian_widths) + 1 or \
-                len(self.hamiltonian_strides) != len(self.hamiltonian_widths) + 1:
+        if self.latent == "spatial" and (len(self.hamiltonian_kernels) != len(self.hamiltonian_widths) + 1 or
+                                         len(self.hamiltonian_strides) != len(self.hamiltonian_widths) + 1):
             raise ValueError("--hamiltonian-kernels and --hamiltonian-strides need one entry per hidden width plus one")
 
 

@@ -91,6 +91,16 @@ def score_rollouts(model: HGN, frames: np.ndarray, backward: bool) -> Dict[str, 
             "_pred": pred}
 
 
+def mean_frame_mse(frames: np.ndarray) -> float:
+    """Per-pixel MSE x 1e-4 of predicting every frame of `frames` `[N, T, H, W, 3]` as their mean frame.
+
+    The score of a model that has learned nothing about the dynamics (only the background and
+    where bodies tend to be): a rollout MSE near it means the rollouts carry no information.
+    """
+    mean = frames.astype(np.float64).mean(axis=(0, 1))
+    return float(np.mean(np.square(frames - mean)) * 1e4)
+
+
 def energy_drift(model: HGN, frames: np.ndarray, n_steps: int) -> Dict[str, object]:
     """Latent energy along an `n_steps` rollout from each trajectory's inferred state.
 
@@ -164,6 +174,7 @@ def evaluate(model: HGN, train: Dict[str, np.ndarray], test: Dict[str, np.ndarra
             metrics[f"{split}_{direction}"] = scores
         metrics[f"{split}_mse_x1e4_mean"] = 0.5 * (metrics[f"{split}_forward"]["mse_x1e4"]
                                                    + metrics[f"{split}_backward"]["mse_x1e4"])
+    metrics["test_mean_frame_mse_x1e4"] = mean_frame_mse(test["frames"])
     metrics["energy"] = energy_drift(model, test["frames"][:32], model.config.energy_steps)
     if fine_test is not None:
         metrics["time_rescaling"] = time_rescaling(model, fine_test)

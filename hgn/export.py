@@ -6,29 +6,105 @@ process), and `saved_model_cli show --all --dir PATH` lists its signatures:
     encode(frames)             frames float32 [B, T >= k, H, W, 3] -> {q, p} [B, 4, 4, C]
     rollout(frames, n_steps, dt)  -> {frames [B, n+1, H, W, 3], q, p [B, n+1, 4, 4, C], energy [B, n+1]}
                                   (state inferred at the first frame; negative dt runs backward)
+    rollout_backward(frames, n_steps, dt)  -> the same keys, backward in time with steps of dt > 0:
+                                  the state at the clip's LAST frame is inferred from its last k
+                                  frames (`HGN.infer(..., backward=True)`); output frame 0 is the
+                                  clip's last frame, frame i the one i steps earlier
     decode(q)                  q [B, 4, 4, C] -> {frame [B, H, W, 3]}
     sample(n, n_steps, dt)     -> {frames [n, n_steps+1, H, W, 3]} from the prior
 
 Inputs of the wrong rank, size or dtype are rejected by the signatures; fewer than k frames, a
-negative step count, NaN or Inf in frames, or a non-finite dt fail a named check.
+negative step count, NaN or Inf in frames, a non-finite dt (or, for `rollout_backward`, dt <= 0)
+fail a named check.
+
+Serving caps bound what one request may allocate. They are set at export (`export(...,
+max_steps=, max_batch=, max_samples=, max_frames=)`, `train_hgn.py --serve-max-*`), kept in the
+SavedModel as variables of the same names and in `hgn_config.json`, and checked before any work:
+
+    n_steps                                <= max_steps    (default 10,000)
+    batch: frames or q axis 0              <= max_batch    (default 1,024)
+    n of sample                            <= max_samples  (default 10,000)
+    frames decoded: batch (or n) x (n_steps + 1)  <= max_frames  (default: what fits in 2 GiB,
+                                              see `max_frames_within`)
+
+A request over a cap fails with an `InvalidArgumentError` naming the argument and the cap; the
+loaded module keeps serving the next request.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import tensorflow as tf
 
 from common.runs import atomic_directory
 from hgn.model import HGN
 
+# Default serving caps (see the module docstring).
+MAX_STEPS = 10_000
+MAX_BATCH = 1024
+MAX_SAMPLES = 10_000
+MEMORY_BUDGET = 2 * 2**30  # bytes one request may allocate; sets the default max_frames
+SERVING_CAPS = ("max_steps", "max_batch", "max_samples", "max_frames")
+
+
+def max_frames_within(model: HGN, budget: int = MEMORY_BUDGET) -> int:
+    """Frames one request may decode so that it allocates at most about `budget` bytes.
+
+    Decoding is a request's peak: `batch x (n_steps + 1)` frames go through the decoder in one
+    batched call. Per frame this counts 5 activations of the decoder's largest layer output (in
+    its compute dtype) plus the float32 frame twice. Measured peak growth over 2,000 decoded
+    frames is below that estimate for every preset: 48 kB per frame against 104 (tiny, bfloat16),
+    194 against 344 (small), 350 / 696 against 664 / 1,304 (paper, bfloat16 / float32) and
+    517 / 1,034 against 664 / 1,304 (pytorch's residual decoder, bfloat16 / float32).
+
+    Args:
+      model: the HGN to serve.
+      budget: bytes.
+
+    Returns:
+      The largest frame count within `budget` (at least 1).
+    """
+    c = model.config
+    state, _, _ = model.infer(tf.zeros([1, c.input_frames, c.image_size, c.image_size, 3]))
+    x, largest = state.q, 0
+    for layer in model.decoder.layers:
+        x = layer(x)
+        largest = max(largest, int(tf.size(x)) * x.dtype.size)
+    frame = c.image_size * c.image_size * 3 * 4
+    return max(1, int(budget // (5 * largest + 2 * frame)))
+
+
+def _check_caps(caps: dict) -> dict:
+    for name, value in caps.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return caps
+
 
 class HGNModule(tf.Module):
-    """The exported interface of a trained `HGN` (posterior mean for inference)."""
+    """The exported interface of a trained `HGN` (posterior mean for inference).
 
-    def __init__(self, model: HGN):
+    Args:
+      model: the trained model.
+      max_steps, max_batch, max_samples: serving caps (see the module docstring).
+      max_frames: frames one request may decode; None: `max_frames_within(model)`.
+
+    Raises:
+      ValueError: a cap that is not a positive integer, naming it.
+    """
+
+    def __init__(self, model: HGN, max_steps: int = MAX_STEPS, max_batch: int = MAX_BATCH,
+                 max_samples: int = MAX_SAMPLES, max_frames: Optional[int] = None):
         super().__init__(name="hgn")
         c = model.config
+        if max_frames is None:
+            max_frames = max_frames_within(model)
+        self.caps = _check_caps({"max_steps": max_steps, "max_batch": max_batch, "max_samples": max_samples,
+                                 "max_frames": max_frames})
+        for name, value in self.caps.items():
+            setattr(self, name, tf.Variable(value, dtype=tf.int64, trainable=False, name=name))
         self.model = model
         self.encoder, self.transformer, self.decoder = model.encoder, model.transformer, model.decoder
         self.energy_nets = dict(model.energy_nets)
@@ -38,6 +114,7 @@ class HGNModule(tf.Module):
         frames_spec = tf.TensorSpec([None, None, s, s, 3], tf.float32, name="frames")
         q_spec = tf.TensorSpec([None, *q_shape[1:]], tf.float32, name="q")
         dt_spec = tf.TensorSpec([], tf.float32, name="dt")
+        steps_spec = tf.TensorSpec([], tf.int32, name="n_steps")
         self.input_frames = tf.Variable(c.input_frames, trainable=False, name="input_frames")
         self.default_dt = tf.Variable(c.dt, trainable=False, name="default_dt")
 
@@ -54,44 +131,108 @@ class HGNModule(tf.Module):
         def check_steps(n_steps):
             return tf.debugging.assert_non_negative(n_steps, message="n_steps must be >= 0")
 
+        def within_caps(batch=None, n=None, n_steps=None, decodes: bool = True):
+            """The cap checks of one request, chained so that the first one violated is reported.
+
+            `batch` (axis 0 of frames or q), `n` (sample) and `n_steps` are scalar tensors; only
+            shapes and scalars are read, so nothing request-sized is allocated before the checks
+            pass. `decodes`: the request decodes `batch (or n) x (n_steps + 1)` frames.
+            """
+            def message(argument, cap):
+                return f"{argument} must be <= {cap} = {self.caps[cap]} (serving cap set at export)"
+
+            checks = []
+            if n_steps is not None:
+                checks.append((n_steps, self.max_steps, message("n_steps", "max_steps")))
+            if batch is not None:
+                checks.append((batch, self.max_batch, message("batch (axis 0)", "max_batch")))
+            if n is not None:
+                checks.append((n, self.max_samples, message("n", "max_samples")))
+            if decodes:
+                count, what = (batch, "batch") if batch is not None else (n, "n")
+                frames = tf.cast(count, tf.int64)
+                if n_steps is not None:
+                    frames *= tf.maximum(tf.cast(n_steps, tf.int64), 0) + 1
+                    what += " x (n_steps + 1)"
+                checks.append((frames, self.max_frames, message(f"frames decoded, {what},", "max_frames")))
+            ops = []
+            for value, cap, text in checks:
+                with tf.control_dependencies(ops[-1:]):
+                    ops.append(tf.debugging.assert_less_equal(tf.cast(value, tf.int64), cap, message=text))
+            return ops
+
         @tf.function(input_signature=[frames_spec])
         def encode(frames):
-            frames = finite_frames(frames)
-            with tf.control_dependencies([check_frames(frames)]):
-                state, _, _ = model.infer(tf.identity(frames))
+            with tf.control_dependencies(within_caps(batch=tf.shape(frames)[0], decodes=False)):
+                frames = finite_frames(frames)
+                with tf.control_dependencies([check_frames(frames)]):
+                    state, _, _ = model.infer(tf.identity(frames))
             return {"q": state.q, "p": state.p}
 
-        @tf.function(input_signature=[frames_spec, tf.TensorSpec([], tf.int32, name="n_steps"), dt_spec])
+        @tf.function(input_signature=[frames_spec, steps_spec, dt_spec])
         def rollout(frames, n_steps, dt):
-            frames, dt = finite_frames(frames), finite_dt(dt)
-            with tf.control_dependencies([check_frames(frames), check_steps(n_steps)]):
-                state, _, _ = model.infer(tf.identity(frames))
-                return model._unroll(state, tf.identity(n_steps), dt)
+            with tf.control_dependencies(within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
+                frames, dt = finite_frames(frames), finite_dt(dt)
+                with tf.control_dependencies([check_frames(frames), check_steps(n_steps)]):
+                    state, _, _ = model.infer(tf.identity(frames))
+                    return model._unroll(state, tf.identity(n_steps), dt)
+
+        @tf.function(input_signature=[frames_spec, steps_spec, dt_spec])
+        def rollout_backward(frames, n_steps, dt):
+            with tf.control_dependencies(within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
+                frames, dt = finite_frames(frames), finite_dt(dt)
+                positive_dt = tf.debugging.assert_positive(
+                    dt, message="rollout_backward needs dt > 0 (it steps backward in time by dt)")
+                with tf.control_dependencies([check_frames(frames), check_steps(n_steps), positive_dt]):
+                    # Only the last k frames are encoded (time-reversed, momentum negated): the
+                    # state at the clip's last frame, then rolled with -dt.
+                    state, _, _ = model.infer(tf.identity(frames)[:, -self.k:], backward=True)
+                    return model._unroll(state, tf.identity(n_steps), -tf.identity(dt))
 
         @tf.function(input_signature=[q_spec])
         def decode(q):
-            return {"frame": model.decode(q)}
+            with tf.control_dependencies(within_caps(batch=tf.shape(q)[0])):
+                return {"frame": model.decode(tf.identity(q))}
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n"), tf.TensorSpec([], tf.int32, name="n_steps"),
-                                      dt_spec])
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n"), steps_spec, dt_spec])
         def sample(n, n_steps, dt):
-            dt = finite_dt(dt)
-            with tf.control_dependencies([check_steps(n_steps),
-                                          tf.debugging.assert_positive(n, message="n must be > 0")]):
-                mean, _ = model.posterior(tf.zeros([1, c.input_frames, s, s, 3]))
-                z = tf.random.normal(tf.concat([[n], tf.shape(mean)[1:]], 0))
-                return {"frames": model._unroll(model.to_state(z), tf.identity(n_steps), dt)["frames"]}
+            with tf.control_dependencies(within_caps(n=n, n_steps=n_steps)):
+                dt = finite_dt(dt)
+                with tf.control_dependencies([check_steps(n_steps),
+                                              tf.debugging.assert_positive(n, message="n must be > 0")]):
+                    mean, _ = model.posterior(tf.zeros([1, c.input_frames, s, s, 3]))
+                    z = tf.random.normal(tf.concat([[tf.identity(n)], tf.shape(mean)[1:]], 0))
+                    return {"frames": model._unroll(model.to_state(z), tf.identity(n_steps), dt)["frames"]}
 
         self.encode, self.rollout, self.decode, self.sample = encode, rollout, decode, sample
+        self.rollout_backward = rollout_backward
 
 
-def export(model: HGN, path) -> Path:
-    """Writes the SavedModel to `path` atomically (a crash leaves any previous export intact)."""
-    module = HGNModule(model)
-    signatures = {"encode": module.encode, "rollout": module.rollout, "decode": module.decode, "sample": module.sample}
+def export(model: HGN, path, max_steps: int = MAX_STEPS, max_batch: int = MAX_BATCH, max_samples: int = MAX_SAMPLES,
+           max_frames: Optional[int] = None) -> Path:
+    """Writes the SavedModel to `path` atomically (a crash leaves any previous export intact).
+
+    Args:
+      model: the trained HGN.
+      path: target folder (replaced if it exists).
+      max_steps, max_batch, max_samples, max_frames: serving caps (module docstring); None for
+        `max_frames`: what fits in `MEMORY_BUDGET` bytes (`max_frames_within`).
+
+    Returns:
+      The export path. Beside the SavedModel, `hgn_config.json` records `input_frames`, `dt`,
+      `image_size` and the caps (`serving_caps`).
+
+    Raises:
+      ValueError: a cap that is not a positive integer, naming it.
+    """
+    module = HGNModule(model, max_steps=max_steps, max_batch=max_batch, max_samples=max_samples,
+                       max_frames=max_frames)
+    signatures = {"encode": module.encode, "rollout": module.rollout, "rollout_backward": module.rollout_backward,
+                  "decode": module.decode, "sample": module.sample}
     with atomic_directory(path) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=signatures)
         (Path(tmp) / "hgn_config.json").write_text(json.dumps({"input_frames": model.config.input_frames,
                                                               "dt": model.config.dt,
-                                                              "image_size": model.config.image_size}, indent=2))
+                                                              "image_size": model.config.image_size,
+                                                              "serving_caps": module.caps}, indent=2))
     return Path(path)

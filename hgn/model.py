@@ -1,8 +1,9 @@
 """The Hamiltonian Generative Network as a Keras 3 model with its own `train_step`/`test_step`.
 
 Shapes: frames are `[B, T, H, W, 3]` floats in [0, 1] (batch, time, event); the latent state is
-a `PhaseSpace(q, p)` of `[B, 4, 4, C]` maps; latent trajectories carry a leading time axis
-`[T, B, 4, 4, C]` (the `common.trajectory` convention).
+a `PhaseSpace(q, p)` of `[B, 4, 4, C]` maps (`latent="spatial"`, the paper's) or `[B, C]`
+vectors (`latent="vector"`, DeepMind's HGN++); latent trajectories carry a leading time axis
+`[T, B, ...]` (the `common.trajectory` convention).
 
 Inference: the first `k = input_frames` frames, stacked on channels, give the posterior
 q(z | x) = N(mean, exp(log_scale)^2); z is mapped to (q0, p0) by the transformer. Backward
@@ -41,6 +42,11 @@ _MAX_UNROLL = 64
 
 def _inverse_softplus(y: float) -> float:
     return math.log(math.expm1(y))
+
+
+def _batch_major(x: tf.Tensor) -> tf.Tensor:
+    """`[T, B, ...]` -> `[B, T, ...]` for a tensor of any rank >= 2."""
+    return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
 
 
 def _all_finite(tensors) -> tf.Tensor:
@@ -87,7 +93,7 @@ class HGN(keras.Model):
         config.validate()
         self.config = config
         self.encoder = build_encoder(config)
-        self.transformer = build_transformer(config)
+        self.transformer = build_transformer(config)  # None for the vector latent
         self.energy_nets = build_energy_nets(config)
         self.decoder = build_decoder(config)
         if config.hamiltonian == "separable":
@@ -106,6 +112,12 @@ class HGN(keras.Model):
         self.nonfinite_streak = self.add_weight(name="nonfinite_streak", shape=(), dtype="int64",
                                                 initializer="zeros", trainable=False,
                                                 aggregation="only_first_replica")
+        # Scale of the learning-rate schedule (lowered by rollbacks, checkpointed); only runs with a
+        # warm-up or decay have one, so checkpoints of constant-rate runs keep their layout.
+        self.lr_scale = None
+        if config.warmup_steps or config.decay != "none":
+            self.lr_scale = self.add_weight(name="lr_scale", shape=(), initializer="ones", trainable=False,
+                                            aggregation="only_first_replica")
         self.seed_generator = keras.random.SeedGenerator(config.seed, name="posterior_seed")
         self.geco_optimizer = keras.optimizers.Adam(config.geco_learning_rate, name="geco_adam")
         names = ["loss", "reconstruction", "kl", "lagrange_multiplier", "energy_drift"]
@@ -140,7 +152,7 @@ class HGN(keras.Model):
         """Posterior statistics from the first (or, backward, the last, time-reversed) k frames.
 
         Returns:
-          `(mean, log_scale)`, each `[B, h, w, latent_channels]`.
+          `(mean, log_scale)`, each `[B, h, w, latent_channels]` (vector latent: `[B, 2 * state_channels]`).
         """
         k = self.config.input_frames
         x = frames[:, ::-1] if backward else frames
@@ -153,8 +165,11 @@ class HGN(keras.Model):
         return mean, log_scale
 
     def to_state(self, z: tf.Tensor, backward: bool = False) -> PhaseSpace:
-        """Transformer: z -> PhaseSpace(q, p) (momentum negated for backward inference)."""
-        q, p = tf.split(self.transformer(z), 2, axis=-1)
+        """Transformer: z -> PhaseSpace(q, p) (momentum negated for backward inference).
+
+        The vector latent has no transformer: z is (q, p) itself.
+        """
+        q, p = tf.split(z if self.transformer is None else self.transformer(z), 2, axis=-1)
         return PhaseSpace(q, -p if backward else p)
 
     @property
@@ -210,11 +225,11 @@ class HGN(keras.Model):
         return cache[n_steps]
 
     def decode(self, q: tf.Tensor) -> tf.Tensor:
-        """q `[B, 4, 4, C]` -> frame `[B, H, W, 3]` in (0, 1), float32."""
+        """q `[B, 4, 4, C]` (or `[B, C]`) -> frame `[B, H, W, 3]` in (0, 1), float32."""
         return tf.cast(self.decoder(q), tf.float32)
 
     def decode_trajectory(self, q: tf.Tensor) -> tf.Tensor:
-        """q along a trajectory `[T, B, 4, 4, C]` -> frames `[B, T, H, W, 3]` (one batched decoder call)."""
+        """q along a trajectory `[T, B, ...]` -> frames `[B, T, H, W, 3]` (one batched decoder call)."""
         shape = tf.shape(q)
         flat = tf.reshape(q, tf.concat([[-1], shape[2:]], 0))
         frames = self.decode(flat)
@@ -237,7 +252,7 @@ class HGN(keras.Model):
           backward: infer from the last k frames (state at the last frame).
 
         Returns:
-          dict with `frames` `[B, n+1, H, W, 3]`, `q`, `p` `[B, n+1, 4, 4, C]`, `energy` `[B, n+1]`.
+          dict with `frames` `[B, n+1, H, W, 3]`, `q`, `p` `[B, n+1, ...state shape]`, `energy` `[B, n+1]`.
         """
         frames = self._check_frames(frames, self.config.input_frames)
         if dt is None:
@@ -247,9 +262,7 @@ class HGN(keras.Model):
 
     def _unroll(self, state: PhaseSpace, n_steps, dt) -> Dict[str, tf.Tensor]:
         traj = self.integrate(state, n_steps, dt)
-        return {"frames": self.decode_trajectory(traj.q),
-                "q": tf.transpose(traj.q, [1, 0, 2, 3, 4]),
-                "p": tf.transpose(traj.p, [1, 0, 2, 3, 4]),
+        return {"frames": self.decode_trajectory(traj.q), "q": _batch_major(traj.q), "p": _batch_major(traj.p),
                 "energy": self.energy(traj)}
 
     def sample(self, n: int, n_steps, dt: Optional[float] = None, seed=None) -> Dict[str, tf.Tensor]:
@@ -302,7 +315,7 @@ class HGN(keras.Model):
             mse = tf.reduce_mean(tf.square(target - pred))
         if c.variational:
             kl = 0.5 * (tf.square(mean) + tf.exp(2.0 * log_scale) - 1.0) - log_scale
-            kl = tf.reduce_mean(tf.reduce_sum(kl, axis=[1, 2, 3])) / float(
+            kl = tf.reduce_mean(tf.reduce_sum(kl, axis=list(range(1, kl.shape.rank)))) / float(
                 frames.shape[1] * c.image_size * c.image_size * 3)
         else:
             kl = tf.zeros([])
@@ -314,7 +327,7 @@ class HGN(keras.Model):
         """Per-pixel MSE of `decode(q)` against `target`, decoded in `config.decoder_chunks` chunks.
 
         Args:
-          q: positions along the rollout `[T, B, 4, 4, C]`.
+          q: positions along the rollout `[T, B, ...]`.
           target: frames `[B, T, H, W, 3]`.
 
         The T time steps are split into chunks of (as nearly as possible) equal length; each chunk's

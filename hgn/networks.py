@@ -2,18 +2,27 @@
 
 All are Keras 3 layers on NHWC maps (batch axis first, event axes H, W, C):
 
-* `build_encoder`: stacked frames `[B, H, W, 3k]` -> posterior statistics `[B, h, w, 2 * latent]`.
-* `build_transformer`: z `[B, h, w, latent]` -> state `[B, 4, 4, 2 * state_channels]` (q then p).
+* `build_encoder`: stacked frames `[B, H, W, 3k]` -> posterior statistics `[B, h, w, 2 * latent]`
+  (spatial latent) or `[B, 4 * state_channels]` (vector latent: the map flattened and linearly
+  projected, DeepMind's `linear_projection` aggregation).
+* `build_transformer`: z `[B, h, w, latent]` -> state `[B, 4, 4, 2 * state_channels]` (q then p);
+  the vector latent has none (z is (q, p)).
 * `EnergyNet`: a map `[B, 4, 4, C]` -> energy `[B]`, a softplus conv net summed over space.
-* `build_decoder`: q `[B, 4, 4, state_channels]` -> frame `[B, H, W, 3]` in (0, 1).
+* `MLPEnergyNet`: a vector `[B, C]` -> energy `[B]` (HGN++'s MLP Hamiltonian, swish).
+* `build_decoder`: q `[B, 4, 4, state_channels]` (or `[B, state_channels]`, first linearly
+  projected to a 4x4 map) -> frame `[B, H, W, 3]` in (0, 1).
 
 Softplus (never ReLU) in the energy nets: training differentiates through dH/dq and dH/dp, so
 the loss needs second derivatives of H, which ReLU makes zero almost everywhere.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import keras
 import tensorflow as tf
+
+from common.cpu import resolve_compute_dtype
 
 from hgn.config import HGNConfig
 
@@ -21,7 +30,7 @@ layers = keras.layers
 
 
 def _policy(config: HGNConfig) -> str:
-    return "mixed_bfloat16" if config.compute_dtype == "bfloat16" else "float32"
+    return "mixed_bfloat16" if resolve_compute_dtype(config.compute_dtype) == "bfloat16" else "float32"
 
 
 def build_encoder(config: HGNConfig) -> keras.Sequential:
@@ -40,12 +49,22 @@ def build_encoder(config: HGNConfig) -> keras.Sequential:
                       layers.Conv2D(w[2 * block + 1], 4, padding="same", activation="relu", dtype=dtype)]
     else:
         stack += [layers.Conv2D(w, 3, padding="same", activation="relu", dtype=dtype) for w in config.encoder_widths]
-    stack.append(layers.Conv2D(2 * config.latent_channels, 3, padding="same", dtype="float32"))
+    if config.latent == "vector":
+        stack += [layers.Flatten(dtype=dtype),
+                  layers.Dense(4 * config.state_channels, dtype="float32", name="linear_projection")]
+    else:
+        stack.append(layers.Conv2D(2 * config.latent_channels, 3, padding="same", dtype="float32"))
     return keras.Sequential(stack, name="encoder")
 
 
-def build_transformer(config: HGNConfig) -> keras.Sequential:
-    """z -> initial state: hidden 3x3 ReLU convs, then a linear 3x3 conv to `2 * state_channels`."""
+def build_transformer(config: HGNConfig) -> Optional[keras.Sequential]:
+    """z -> initial state: hidden 3x3 ReLU convs, then a linear 3x3 conv to `2 * state_channels`.
+
+    None for the vector latent, whose posterior sample is the state itself (HGN++ has no latent
+    transform).
+    """
+    if config.latent == "vector":
+        return None
     stack = [layers.Conv2D(w, 3, strides=s, padding="same", activation="relu")
              for w, s in zip(config.transformer_widths, config.transformer_strides)]
     stack.append(layers.Conv2D(2 * config.state_channels, 3, padding="same"))
@@ -59,9 +78,10 @@ class EnergyNet(keras.layers.Layer):
       widths: hidden conv channels.
       kernels: kernel sizes (one per hidden conv plus the final conv).
       strides: strides (same length as kernels); stride-2 convs use VALID padding as in the paper.
+      activation: of the hidden convs (`softplus` in the paper).
     """
 
-    def __init__(self, widths, kernels, strides, **kwargs):
+    def __init__(self, widths, kernels, strides, activation: str = "softplus", **kwargs):
         super().__init__(**kwargs)
         self.convs = []
         for i, k in enumerate(kernels):
@@ -69,7 +89,7 @@ class EnergyNet(keras.layers.Layer):
             s = strides[i]
             self.convs.append(layers.Conv2D(1 if last else widths[i], k, strides=s,
                                             padding="valid" if s > 1 else "same",
-                                            activation=None if last else "softplus",
+                                            activation=None if last else activation,
                                             # a constant offset of H changes no dynamics: no bias
                                             use_bias=not last))
 
@@ -79,12 +99,40 @@ class EnergyNet(keras.layers.Layer):
         return tf.reduce_sum(x, axis=[1, 2, 3])
 
 
+class MLPEnergyNet(keras.layers.Layer):
+    """A scalar energy of a vector: dense layers with a smooth activation, then a linear unit.
+
+    HGN++'s latent system net (DeepMind's `latent_system_net_type="mlp"`: 250-unit layers,
+    swish).
+
+    Args:
+      widths: hidden units per layer.
+      activation: `softplus` or `swish` (smooth: the loss differentiates through dH).
+    """
+
+    def __init__(self, widths, activation: str = "swish", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [layers.Dense(w, activation=activation) for w in widths]
+        self.out = layers.Dense(1, use_bias=False)  # a constant offset of H changes no dynamics
+
+    def call(self, x):
+        for dense in self.hidden:
+            x = dense(x)
+        return tf.squeeze(self.out(x), -1)
+
+
 def build_energy_nets(config: HGNConfig) -> dict:
     """`{"kinetic": K(p), "potential": V(q)}` for the separable form, `{"joint": H(q ++ p)}` otherwise."""
-    args = (config.hamiltonian_widths, config.hamiltonian_kernels, config.hamiltonian_strides)
+    if config.latent == "vector":
+        def make(name):
+            return MLPEnergyNet(config.hamiltonian_widths, config.hamiltonian_activation, name=name)
+    else:
+        def make(name):
+            return EnergyNet(config.hamiltonian_widths, config.hamiltonian_kernels, config.hamiltonian_strides,
+                             activation=config.hamiltonian_activation, name=name)
     if config.hamiltonian == "separable":
-        return {"kinetic": EnergyNet(*args, name="kinetic"), "potential": EnergyNet(*args, name="potential")}
-    return {"joint": EnergyNet(*args, name="hamiltonian")}
+        return {"kinetic": make("kinetic"), "potential": make("potential")}
+    return {"joint": make("hamiltonian")}
 
 
 def leaky_relu(x: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -136,6 +184,11 @@ def build_decoder(config: HGNConfig) -> keras.Sequential:
     dtype = _policy(config)
     stack = []
     channels = config.state_channels
+    if config.latent == "vector":
+        # DeepMind's `linear_projection` de-aggregation: q -> an (H/8 x W/8) map of state_channels.
+        side = config.image_size // 8
+        stack += [layers.Dense(side * side * channels, dtype=dtype, name="linear_projection"),
+                  layers.Reshape((side, side, channels), dtype=dtype)]
     for _ in range(3):
         if config.decoder == "upsample":
             stack.append(layers.UpSampling2D(2, interpolation="nearest", dtype=dtype))

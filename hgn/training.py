@@ -31,11 +31,13 @@ import tensorflow as tf
 from common import distribute
 from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, load_history,
                          restore_newest_readable)
+from common.schedules import ScaledSchedule, warmup_cosine
 from hgn.config import HGNConfig
 from hgn.model import HGN
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+CURVE_FILE = "test_curve.json"
 NOISE_STREAM = 104_729  # offsets the posterior-noise seeds from every other use of config.seed
 
 
@@ -49,8 +51,22 @@ def build_model(config: HGNConfig, strategy: Optional[tf.distribute.Strategy] = 
     keras.utils.set_random_seed(config.seed)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = HGN(config)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), jit_compile=config.jit_compile)
+        learning_rate = config.learning_rate
+        if model.lr_scale is not None:
+            final = config.final_lr_fraction if config.decay == "cosine" else 1.0
+            learning_rate = ScaledSchedule(warmup_cosine(config.learning_rate, config.steps, config.warmup_steps, final),
+                                           model.lr_scale)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=config.jit_compile)
         return model.build_all()
+
+
+def lower_learning_rate(model: HGN, factor: float) -> float:
+    """Multiplies the learning rate (or its schedule's scale) by `factor`; returns the new current rate."""
+    if model.lr_scale is not None:
+        model.lr_scale.assign(model.lr_scale * factor)
+    else:
+        model.optimizer.learning_rate.assign(float(model.optimizer.learning_rate.numpy()) * factor)
+    return float(model.optimizer.learning_rate.numpy())
 
 
 def with_posterior_noise(dataset: tf.data.Dataset, model: HGN) -> tf.data.Dataset:
@@ -169,20 +185,70 @@ class NonFiniteGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training once `minutes` of wall-clock time have passed (a checkpoint is saved at the end)."""
+class TrainingClock:
+    """Wall-clock seconds spent training, excluding the pauses callbacks declare (test-curve evaluations)."""
 
-    def __init__(self, minutes: float):
+    def __init__(self):
+        self.start = time.monotonic()
+        self.paused = 0.0
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.start - self.paused
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `minutes` of training time have passed (a checkpoint is saved at the end)."""
+
+    def __init__(self, minutes: float, clock: TrainingClock):
         super().__init__()
         self.seconds = 60.0 * minutes
-        self.start = None
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
+        self.clock = clock
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.start >= self.seconds:
+        if self.clock.seconds() >= self.seconds:
             self.model.stop_training = True
+
+
+class TestCurve(keras.callbacks.Callback):
+    """Test MSE, forward and backward, every `every_minutes` of training time: the learning curve.
+
+    Scores rollouts of the held-out `frames` `[N, T, H, W, 3]` (as `hgn.evaluation` does, on
+    fewer trajectories) and appends `{"step", "train_seconds", "test_mse_x1e4_forward",
+    "test_mse_x1e4_backward"}` to `curve`; the time spent evaluating is excluded from the clock
+    (and so from the training budget). Also written to TensorBoard as `test/mse_x1e4_*`.
+    """
+
+    def __init__(self, frames: np.ndarray, every_minutes: float, clock: TrainingClock, curve: List[dict],
+                 writer=None):
+        super().__init__()
+        self.frames, self.every, self.clock, self.curve, self.writer = frames, 60.0 * every_minutes, clock, curve, writer
+        self.next_at = self.every
+
+    def _score(self) -> None:
+        from hgn.evaluation import score_rollouts
+
+        t0 = time.monotonic()
+        step = int(self.model.train_steps.numpy())
+        point = {"step": step, "train_seconds": round(self.clock.seconds(), 1)}
+        for direction in ("forward", "backward"):
+            point[f"test_mse_x1e4_{direction}"] = round(
+                score_rollouts(self.model, self.frames, backward=direction == "backward")["mse_x1e4"], 3)
+        self.curve.append(point)
+        if self.writer is not None:
+            with self.writer.as_default():
+                for direction in ("forward", "backward"):
+                    tf.summary.scalar(f"test/mse_x1e4_{direction}", point[f"test_mse_x1e4_{direction}"], step=step)
+            self.writer.flush()
+        self.clock.paused += time.monotonic() - t0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.clock.seconds() >= self.next_at:
+            self._score()
+            self.next_at = self.clock.seconds() + self.every
+
+    def on_train_end(self, logs=None):
+        if not self.curve or self.curve[-1]["step"] != int(self.model.train_steps.numpy()):
+            self._score()
 
 
 class ScalarLogger(keras.callbacks.Callback):
@@ -234,7 +300,8 @@ def _shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) -
 
 
 def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.CheckpointManager,
-          verbose: int = 1, extra_callbacks: Optional[List[keras.callbacks.Callback]] = None) -> int:
+          verbose: int = 1, extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
+          curve_frames: Optional[np.ndarray] = None) -> int:
     """Runs `fit` from `model.train_steps` to `config.steps`; returns the final step.
 
     Args:
@@ -246,6 +313,8 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         `run_dir/history.json`; only the chief writes them).
       manager: the checkpoint manager.
       verbose: Keras progress-bar verbosity (1 bar, 2 one line per epoch, 0 silent).
+      curve_frames: held-out trajectories `[N, T, H, W, 3]` for the test-MSE curve, scored every
+        `config.curve_every_minutes` of training time into `run_dir/test_curve.json` (chief only).
 
     Raises:
       NonFiniteLossError: non-finite steps persisted after `max_rollbacks` rollbacks (or with no
@@ -261,19 +330,32 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
     epoch_len = c.checkpoint_every
     dataset = _shard_by_data(with_posterior_noise(dataset, model), strategy)
     history = load_history(run_dir, start) if chief else []
+    curve = load_history(run_dir, start, CURVE_FILE) if chief else []
+    clock = TrainingClock()
+    if curve:  # a resumed run's curve continues from the training time already spent
+        clock.start -= curve[-1]["train_seconds"]
     rollbacks = 0
     while True:
         start = int(model.train_steps.numpy())
         guard = NonFiniteGuard(c.max_nonfinite_steps)
         checkpointer = StepCheckpoint(manager, c.checkpoint_every, c.steps)
+        logger = ScalarLogger(run_dir / LOG_DIR, every=max(1, min(50, epoch_len)), history=history) if chief else None
+
+        def write_logs():
+            step = int(model.train_steps.numpy())
+            atomic_write_json(run_dir / HISTORY_FILE, [h for h in history if h["step"] <= step])
+            if curve:
+                atomic_write_json(run_dir / CURVE_FILE, [p for p in curve if p["step"] <= step])
+
         if chief:
-            checkpointer.after_save = lambda: atomic_write_json(
-                run_dir / HISTORY_FILE, [h for h in history if h["step"] <= int(model.train_steps.numpy())])
+            checkpointer.after_save = write_logs
         callbacks = [
             guard,
+            *([TestCurve(curve_frames, c.curve_every_minutes, clock, curve, logger.writer)]
+              if chief and curve_frames is not None and c.curve_every_minutes else []),
             checkpointer,
-            *([ScalarLogger(run_dir / LOG_DIR, every=max(1, min(50, epoch_len)), history=history)] if chief else []),
-            *([TimeBudget(c.max_train_minutes)] if c.max_train_minutes else []),
+            *([logger] if logger else []),
+            *([TimeBudget(c.max_train_minutes, clock)] if c.max_train_minutes else []),
             *(extra_callbacks or []),
         ]
         try:
@@ -284,6 +366,8 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
             checkpointer.save()
             raise
         if guard.tripped is None:
+            if chief:
+                write_logs()  # the final checkpoint's step, with the test curve's last point
             return int(model.train_steps.numpy())
         if rollbacks >= c.max_rollbacks or manager.latest_checkpoint is None:
             raise NonFiniteLossError(
@@ -291,11 +375,11 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
                 f"checkpoint holds finite weights. Try a lower --learning-rate")
         rollbacks += 1
         restored = restore_latest(model, manager, required=True)
-        lr = float(model.optimizer.learning_rate.numpy()) * c.rollback_lr_factor
-        model.optimizer.learning_rate.assign(lr)
+        lr = lower_learning_rate(model, c.rollback_lr_factor)
         model.nonfinite_streak.assign(0)
         del history[:]  # replayed from the checkpoint: keep only what it covers
         history.extend(load_history(run_dir, int(model.train_steps.numpy())) if chief else [])
+        curve[:] = [p for p in curve if p["step"] <= int(model.train_steps.numpy())]
         if verbose:
             print(f"{guard.tripped}: rolled back to {restored} (step {int(model.train_steps.numpy())}) with "
                   f"learning rate {lr:.3g} (rollback {rollbacks} of {c.max_rollbacks})", flush=True)

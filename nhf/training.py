@@ -49,6 +49,7 @@ from common import config as config_lib
 from common import distribute
 from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, holds_checkpoints,
                          load_history, restore_newest_readable)
+from common.schedules import ScaledSchedule, warmup_cosine
 from data import targets
 from nhf.config import NHFConfig
 from nhf.density import HamiltonianFlowDensity, build_density, effective_sample_size
@@ -83,21 +84,6 @@ class Run:
         return distribute.is_chief(self.strategy)
 
 
-class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """`schedule(step) * scale`, with `scale` a variable (lowered by rollbacks, checkpointed)."""
-
-    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, scale: tf.Variable):
-        self.schedule = schedule
-        self.scale = scale
-
-    def __call__(self, step):
-        lr = self.schedule(step)
-        return lr * tf.cast(self.scale, lr.dtype)
-
-    def get_config(self):
-        return {"schedule": keras.optimizers.schedules.serialize(self.schedule)}
-
-
 class AveragedGradientAdam(keras.optimizers.Adam):
     """Adam for gradients that are already averaged across replicas (see `make_train_step`).
 
@@ -115,10 +101,7 @@ class AveragedGradientAdam(keras.optimizers.Adam):
 
 def learning_rate_schedule(config: NHFConfig) -> keras.optimizers.schedules.LearningRateSchedule:
     """Linear warm-up, then cosine decay to `lr_final_fraction * lr`."""
-    decay_steps = max(config.steps - config.warmup_steps, 1)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if config.warmup_steps else config.lr, decay_steps, alpha=config.lr_final_fraction,
-        warmup_target=config.lr if config.warmup_steps else None, warmup_steps=config.warmup_steps)
+    return warmup_cosine(config.lr, config.steps, config.warmup_steps, config.lr_final_fraction)
 
 
 def build_run(config: NHFConfig, run_dir=None, strategy: Optional[tf.distribute.Strategy] = None) -> Run:

@@ -1,0 +1,68 @@
+"""What this CPU computes natively, for choosing a compute dtype and for recording benchmarks.
+
+bfloat16 matmuls and convolutions run natively only on CPUs with AMX (`amx_bf16`) or
+AVX-512 BF16 (`avx512_bf16`); elsewhere oneDNN emulates them, tens of times slower than
+float32 (measured on an AVX2-only AMD EPYC: about 25 s per step of 16 for the `pytorch` HGN
+preset in bfloat16). `auto` compute dtypes resolve through `native_bfloat16()`.
+
+Imports nothing heavy: the command lines call it before TensorFlow is loaded.
+"""
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from typing import Dict, FrozenSet
+
+BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Flags worth recording beside a speed figure (the vector and matrix units oneDNN can use).
+_REPORTED_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
+                   "amx_tile", "amx_bf16", "amx_int8")
+
+
+@lru_cache(maxsize=None)
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's `key: value` lines of /proc/cpuinfo ({} where there is none)."""
+    info: Dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    if info:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty off Linux)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def native_bfloat16() -> bool:
+    """True where the CPU computes bfloat16 matmuls/convolutions in hardware (AMX or AVX-512 BF16)."""
+    return any(flag in cpu_flags() for flag in BFLOAT16_FLAGS)
+
+
+def resolve_compute_dtype(requested: str) -> str:
+    """`auto` -> `bfloat16` on a CPU with native bfloat16, `float32` elsewhere; others unchanged."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+def describe() -> Dict[str, object]:
+    """The CPU to record beside a speed or quality figure: model, logical cores and vector flags."""
+    import os
+
+    flags = cpu_flags()
+    return {
+        "model": _cpuinfo().get("model name", platform.processor() or platform.machine()),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "flags": [f for f in _REPORTED_FLAGS if f in flags],
+        "native_bfloat16": native_bfloat16(),
+    }
