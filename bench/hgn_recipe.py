@@ -75,6 +75,9 @@ VARIANTS = {
     "vector_lr3e-4": _with(_VECTOR, learning_rate="3e-4"),
     "vector_lr3e-3": _with(_VECTOR, learning_rate="3e-3"),
     "vector_w12": _with(_VECTOR, window=12),
+    # Rollout-length curriculum: training windows grow from 8 to 30 frames over the first 800 steps.
+    "vector_cur": _with(_VECTOR, curriculum_steps=800, curriculum_start=8),
+    "vector_cur_lr3e-3": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, learning_rate="3e-3"),
     "vector_b32": _with(_VECTOR, batch_size=32),
     "vector_beta0.1": _with(_VECTOR, beta="0.1"),
     "vector_geco": _with(_VECTOR, objective="geco"),

@@ -38,6 +38,10 @@ class HGNConfig:
     input_frames: int = field(31, "frames stacked on channels for inference (k)")
     window: int = field(31, "frames per training example, all reconstructed (rollout of window-1 steps)")
     dt: float = field(0.125, "latent integration step per frame (the data's frame interval)")
+    curriculum_steps: int = field(
+        0, "rollout-length curriculum: the training window grows linearly from --curriculum-start frames to "
+           "--window over this many steps (short, cheap rollouts first); 0: always --window")
+    curriculum_start: int = field(10, "training window at step 0 of the curriculum (>= --input-frames)")
     image_size: int = field(32, "frame height and width (a multiple of 8)")
     # Latent layout.
     latent: str = field(
@@ -125,7 +129,7 @@ class HGNConfig:
                  "eval_trajectories", "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels",
                  "geco_init_lambda", "geco_learning_rate", "max_train_minutes", "curve_every_minutes",
                  "curve_trajectories")
-        non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps")
+        non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps", "curriculum_steps")
         if not 0.0 < self.rollback_lr_factor <= 1.0:
             raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
         one_of(self, "encoder", ENCODERS)
@@ -149,6 +153,11 @@ class HGNConfig:
                              f"and >= --eval-frames ({self.eval_frames})")
         if self.input_frames > self.eval_frames:
             raise ValueError(f"--input-frames ({self.input_frames}) must be <= --eval-frames ({self.eval_frames})")
+        if self.curriculum_steps and not self.input_frames < self.curriculum_start <= self.window:
+            raise ValueError(f"--curriculum-start ({self.curriculum_start}) must be > --input-frames "
+                             f"({self.input_frames}) and <= --window ({self.window})")
+        if self.curriculum_steps and self.decoder_chunks > 1:
+            raise ValueError("--decoder-chunks > 1 needs a fixed window length: not with --curriculum-steps")
         if self.decoder_chunks > self.window:
             raise ValueError(f"--decoder-chunks ({self.decoder_chunks}) must be <= --window ({self.window}): "
                              f"chunks split the window's frames")
@@ -185,6 +194,7 @@ PRESETS: Dict[str, HGNConfig] = {
         transformer_widths=(8,), transformer_strides=(1,), state_channels=4,
         hamiltonian_widths=(8, 8), hamiltonian_kernels=(3, 2, 2), hamiltonian_strides=(1, 2, 1),
         decoder_width=8, decoder_depth=1, learning_rate=3e-3, batch_size=4, steps=20, checkpoint_every=10,
+        compute_dtype="float32",  # tests compare against float32 references on every CPU
         n_train=16, n_test=8, data_frames=12, eval_frames=10, eval_trajectories=8, energy_steps=50),
 }
 

@@ -305,8 +305,8 @@ class HGN(keras.Model):
     def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool, noise=None):
         c = self.config
         state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational, noise=noise)
-        n = frames.shape[1] - 1
-        traj = self.integrate(state, n, -c.dt if backward else c.dt)
+        length = frames.shape[1] if frames.shape[1] is not None else tf.shape(frames)[1]  # dynamic in a curriculum
+        traj = self.integrate(state, length - 1, -c.dt if backward else c.dt)
         target = frames[:, ::-1] if backward else frames
         if c.decoder_chunks > 1:
             mse = self._chunked_mse(traj.q, target)
@@ -315,8 +315,8 @@ class HGN(keras.Model):
             mse = tf.reduce_mean(tf.square(target - pred))
         if c.variational:
             kl = 0.5 * (tf.square(mean) + tf.exp(2.0 * log_scale) - 1.0) - log_scale
-            kl = tf.reduce_mean(tf.reduce_sum(kl, axis=list(range(1, kl.shape.rank)))) / float(
-                frames.shape[1] * c.image_size * c.image_size * 3)
+            kl = tf.reduce_mean(tf.reduce_sum(kl, axis=list(range(1, kl.shape.rank)))) / (
+                tf.cast(length, tf.float32) * float(c.image_size * c.image_size * 3))
         else:
             kl = tf.zeros([])
         energy = self.energy(traj)
@@ -355,6 +355,15 @@ class HGN(keras.Model):
         sse = tf.add_n(sses)
         return sse / tf.cast(tf.size(target), tf.float32)
 
+    def curriculum_window(self) -> tf.Tensor:
+        """Training window length at the current step: grows linearly from `curriculum_start` frames
+        to `window` over the first `curriculum_steps` steps (a function of `train_steps` only, so a
+        resumed run follows the same schedule)."""
+        c = self.config
+        start = min(c.curriculum_start, c.window)
+        frac = tf.minimum(tf.cast(self.train_steps, tf.float32) / float(max(c.curriculum_steps, 1)), 1.0)
+        return tf.cast(tf.round(start + frac * (c.window - start)), tf.int32)
+
     def compute_losses(self, frames, training: bool = False, noise=None) -> Dict[str, tf.Tensor]:
         """The objective's terms on a batch of windows `[B, T, H, W, 3]`.
 
@@ -370,6 +379,8 @@ class HGN(keras.Model):
         frames = self._check_frames(frames, c.input_frames)
         if frames.shape[1] is None:  # pipelines lose the static window length; the rollout needs it
             frames = tf.ensure_shape(frames, [None, c.window, c.image_size, c.image_size, 3])
+        if training and c.curriculum_steps:
+            frames = frames[:, :self.curriculum_window()]
         noise_f = noise_b = None
         if noise is not None:
             noise_f, noise_b = noise[:, 0], noise[:, 1]

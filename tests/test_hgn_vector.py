@@ -1,0 +1,208 @@
+"""The vector-latent HGN (DeepMind's HGN++ layout), the compute-dtype choice and the learning-rate schedule.
+
+Tiny configs on a synthetic moving-disk movie; the physics checks strengthen the freshly
+initialised Hamiltonian so that the latent state actually moves.
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common import cpu
+from hgn import HGN, PRESETS, build_model, export, networks
+from hgn import cli as hgn_cli
+from hgn import training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _disk_movies(n, frames, size=32, dt=0.125, seed=0):
+    """A red disk swinging along x on the suite's grey background: [n, frames, size, size, 3] in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) * dt
+    cx = 0.5 + rng.uniform(0.2, 0.35, n)[:, None] * np.cos(2.0 * t[None] + rng.uniform(0, 2 * np.pi, n)[:, None])
+    grid = (np.arange(size) + 0.5) / size
+    d2 = (grid[None, None, None, :] - cx[:, :, None, None]) ** 2 + (grid[None, None, :, None] - 0.5) ** 2
+    mask = (1.0 / (1.0 + np.exp((np.sqrt(d2) - 0.12) * 80.0)))[..., None]
+    background = np.array([0.321, 0.349, 0.368], np.float32)
+    return (background * (1 - mask) + mask * np.array([1.0, 0.0, 0.0], np.float32)).astype(np.float32)
+
+
+def _vector(**overrides):
+    base = dict(latent="vector", hamiltonian_widths=(16, 16), hamiltonian_activation="swish", objective="beta")
+    return dataclasses.replace(PRESETS["tiny"], **{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def vector_model():
+    keras.utils.set_random_seed(11)
+    m = HGN(_vector())
+    m.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return m.build_all()
+
+
+def test_vector_latent_shapes(vector_model):
+    c = vector_model.config
+    assert vector_model.transformer is None
+    assert vector_model.latent_shape == (2 * c.state_channels,)  # z is (q, p) itself
+    out = vector_model.rollout(tf.constant(_disk_movies(2, c.input_frames)), 7)
+    assert out["frames"].shape == (2, 8, 32, 32, 3)
+    assert out["q"].shape == (2, 8, c.state_channels) and out["p"].shape == (2, 8, c.state_channels)
+    assert out["energy"].shape == (2, 8)
+    assert all(isinstance(net, networks.MLPEnergyNet) for net in vector_model.energy_nets.values())
+
+
+def test_vector_forward_and_backward_rollouts_invert_each_other():
+    keras.utils.set_random_seed(12)
+    m = HGN(_vector(hamiltonian_widths=(32, 32)))
+    m.compile(optimizer=keras.optimizers.Adam())
+    m.build_all()
+    for net in m.energy_nets.values():  # a random-init H is nearly flat: make the dynamics move O(1)
+        net.out.kernel.assign(net.out.kernel * 20.0)
+    state = m.infer(tf.constant(_disk_movies(3, m.config.input_frames, seed=2)))[0]
+    forward = m.integrate(state, 20, 0.125)
+    moved = float(tf.reduce_max(tf.abs(forward.q[-1] - state.q)))
+    end = type(state)(forward.q[-1], forward.p[-1])
+    back = m.integrate(end, 20, -0.125)
+    err = max(float(tf.reduce_max(tf.abs(back.q[-1] - state.q))), float(tf.reduce_max(tf.abs(back.p[-1] - state.p))))
+    assert moved > 0.05, moved  # the check is not vacuous
+    # Leapfrog on a separable H is symmetric: 20 steps back undo 20 steps forward up to float32 round-off.
+    assert err < 1e-4 * max(1.0, moved), (err, moved)
+    # Euler is not time-symmetric: the same check fails for it (the test can fail).
+    euler = HGN(_vector(hamiltonian_widths=(32, 32), integrator="euler"))
+    euler.compile(optimizer=keras.optimizers.Adam())
+    euler.build_all()
+    euler.set_weights(m.get_weights())
+    f = euler.integrate(state, 20, 0.125)
+    b = euler.integrate(type(state)(f.q[-1], f.p[-1]), 20, -0.125)
+    assert float(tf.reduce_max(tf.abs(b.q[-1] - state.q))) > 100 * err
+
+
+@pytest.mark.parametrize("overrides", [
+    {},                                                                # the spatial paper layout, tiny
+    {"hamiltonian": "joint", "encoder": "full_res", "decoder": "residual",
+     "encoder_widths": (8, 8, 8), "transformer_widths": (8, 8, 8), "transformer_strides": (2, 2, 2),
+     "objective": "beta"},              # the pytorch layout, tiny
+    {"latent": "vector", "hamiltonian_widths": (16, 16), "hamiltonian_activation": "swish", "objective": "beta",
+     "training_mode": "forward_backward", "warmup_steps": 5, "decay": "cosine"},   # the recipe's layout
+    {"latent": "vector", "hamiltonian": "joint", "hamiltonian_widths": (16, 16), "objective": "geco"},
+])
+def test_every_variant_trains_and_its_loss_falls(overrides):
+    config = dataclasses.replace(PRESETS["tiny"], steps=40, learning_rate=3e-3, **overrides)
+    model = build_model(config)
+    movies = _disk_movies(32, config.window, seed=4)
+    ds = tf.data.Dataset.from_tensor_slices({"frames": movies}).shuffle(32, seed=0).batch(config.batch_size).repeat()
+    before = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
+    model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
+    after = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
+    # 40 Adam steps on a single-disk movie: the per-pixel MSE drops by at least a quarter.
+    assert after < 0.75 * before, (before, after)
+
+
+_LOADER = """
+import sys
+import numpy as np
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+frames = tf.constant(np.load(sys.argv[2])["frames"])
+out = m.rollout(frames, tf.constant(6), tf.constant(0.125))
+assert not any(n.split(".")[0] in ("hgn", "common", "data") for n in sys.modules), "project imported"
+np.savez(sys.argv[3], frames=out["frames"].numpy(), q=out["q"].numpy())
+"""
+
+
+def test_vector_saved_model_loads_in_a_fresh_process(vector_model, tmp_path):
+    path = export(vector_model, tmp_path / "saved_model")
+    frames = _disk_movies(2, vector_model.config.input_frames, seed=5)
+    np.savez(tmp_path / "in.npz", frames=frames)
+    (tmp_path / "load.py").write_text(_LOADER)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH="")
+    proc = subprocess.run([sys.executable, str(tmp_path / "load.py"), str(path), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    expected = vector_model.rollout(tf.constant(frames), 6, dt=0.125)
+    # Same graph and weights in another process: equal up to float32 round-off.
+    np.testing.assert_allclose(out["frames"], expected["frames"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["q"], expected["q"].numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_validate(name):
+    PRESETS[name].validate()
+
+
+def test_vector_config_is_validated():
+    with pytest.raises(ValueError, match="--latent"):
+        _vector(latent="grid").validate()
+    with pytest.raises(ValueError, match="--hamiltonian-activation"):
+        _vector(hamiltonian_activation="relu").validate()  # ReLU H never trains (zero second derivatives)
+    with pytest.raises(ValueError, match="--decay"):
+        _vector(decay="step").validate()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu avx avx2 fma avx512f avx512_bf16", "bfloat16"),
+    ("fpu avx avx2 fma amx_tile amx_bf16", "bfloat16"),
+    ("fpu avx avx2 fma", "float32"),   # an AVX2-only CPU (e.g. the AMD EPYC measured): bfloat16 is emulated
+    ("", "float32"),
+])
+def test_auto_compute_dtype_follows_the_cpu_flags(monkeypatch, flags, expected):
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: {"flags": flags, "model name": "test CPU"})
+    assert cpu.resolve_compute_dtype("auto") == expected
+    assert cpu.resolve_compute_dtype("float32") == "float32"  # an explicit choice is kept
+    assert (networks._policy(_vector(compute_dtype="auto")) == "mixed_bfloat16") == (expected == "bfloat16")
+    assert cpu.describe()["native_bfloat16"] == (expected == "bfloat16")
+
+
+def test_forced_bfloat16_on_a_cpu_without_it_warns(monkeypatch, capsys):
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: {"flags": "avx avx2 fma"})
+    said = []
+    assert hgn_cli._announce_compute_dtype(_vector(compute_dtype="bfloat16"), said.append) == "bfloat16"
+    assert "emulated" in capsys.readouterr().err
+    assert hgn_cli._announce_compute_dtype(_vector(compute_dtype="auto"), said.append) == "float32"
+    assert capsys.readouterr().err == ""
+    assert said[-1] == "compute dtype: float32 (auto: the CPU has no native bfloat16)"
+
+
+def test_warmup_cosine_schedule_and_rollback_scale():
+    config = _vector(learning_rate=1e-3, warmup_steps=10, decay="cosine", final_lr_fraction=0.1, steps=110)
+    model = build_model(config)
+    schedule = model.optimizer._learning_rate
+    lr = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 500)]
+    # Linear warm-up from 0, peak at step 10, cosine half-way at 60, floor of 10% from step 110 on.
+    np.testing.assert_allclose(lr, [0.0, 5e-4, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-5, atol=1e-9)
+    assert training.lower_learning_rate(model, 0.5) == pytest.approx(0.0)  # still at step 0
+    np.testing.assert_allclose(float(schedule(10)), 5e-4, rtol=1e-5)
+    assert any(v is model.lr_scale for v in training._variables_by_path(model).values())  # checkpointed
+    assert build_model(_vector()).lr_scale is None  # constant-rate runs keep their checkpoint layout
+
+
+def test_cli_records_compute_dtype_curve_and_mean_frame_baseline(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    args = ["--dataset", "pendulum", "--preset", "tiny", "--latent", "vector", "--hamiltonian-widths", "8,8",
+            "--steps", "12", "--checkpoint-every", "6", "--curve-every-minutes", "0.001", "--curve-trajectories", "4",
+            "--run-dir", str(run), "--data-dir", str(tmp_path / "data"), "--verbose", "1"]
+    proc = subprocess.run([sys.executable, str(ROOT / "train_hgn.py"), *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "compute dtype: float32" in proc.stdout
+    assert json.loads((run / "config.json").read_text())["compute_dtype"] == "float32"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["cpu"]["model"] and "flags" in metrics["cpu"]
+    # The mean-frame baseline of a grey background with one small disk: well above 0, well below 1.
+    assert 1.0 < metrics["test_mean_frame_mse_x1e4"] < 1e4
+    curve = json.loads((run / "test_curve.json").read_text())
+    assert curve[-1]["step"] == 12 and len(curve) >= 2
+    seconds = [p["train_seconds"] for p in curve]
+    assert seconds == sorted(seconds)
+    assert all(p["test_mse_x1e4_forward"] > 0 and p["test_mse_x1e4_backward"] > 0 for p in curve)
