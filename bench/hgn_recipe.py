@@ -78,6 +78,13 @@ VARIANTS = {
     # Rollout-length curriculum: training windows grow from 8 to 30 frames over the first 800 steps.
     "vector_cur": _with(_VECTOR, curriculum_steps=800, curriculum_start=8),
     "vector_cur_lr3e-3": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, learning_rate="3e-3"),
+    # Half of each batch forward, half backward: both directions at the cost of one.
+    "vector_cur_split": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split"),
+    "vector_cur_split_lr3e-3": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split",
+                                     learning_rate="3e-3"),
+    "vector_cur_split_b32": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split",
+                                  batch_size=32),
+    "vector_cur_fp32": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, compute_dtype="float32"),
     "vector_b32": _with(_VECTOR, batch_size=32),
     "vector_beta0.1": _with(_VECTOR, beta="0.1"),
     "vector_geco": _with(_VECTOR, objective="geco"),

@@ -26,7 +26,7 @@ HAMILTONIANS = ("separable", "joint")
 LATENTS = ("spatial", "vector")
 ACTIVATIONS = ("softplus", "swish")
 OBJECTIVES = ("geco", "beta")
-TRAINING_MODES = ("forward", "forward_backward")
+TRAINING_MODES = ("forward", "forward_backward", "split")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -83,7 +83,10 @@ class HGNConfig:
     geco_init_lambda: float = field(1.0, "initial Lagrange multiplier softplus(param)")
     geco_learning_rate: float = field(1e-2, "Adam learning rate of the Lagrange multiplier's parameter")
     beta: float = field(1e-3, "KL weight of the fixed-beta objective: mse + beta * kl (both per pixel)")
-    training_mode: str = field("forward", f"{', '.join(TRAINING_MODES)}")
+    training_mode: str = field(
+        "forward", f"{', '.join(TRAINING_MODES)}. forward: infer from the first k frames and roll forward; "
+                   "forward_backward: also infer from the last k and roll backward (twice the cost); split: half "
+                   "of each batch forward, half backward (both directions at the cost of one)")
     # Optimisation.
     batch_size: int = field(32, "training batch size")
     learning_rate: float = field(1.5e-4, "Adam learning rate (the peak, with --warmup-steps / --decay)")
@@ -153,6 +156,8 @@ class HGNConfig:
                              f"and >= --eval-frames ({self.eval_frames})")
         if self.input_frames > self.eval_frames:
             raise ValueError(f"--input-frames ({self.input_frames}) must be <= --eval-frames ({self.eval_frames})")
+        if self.training_mode == "split" and self.batch_size < 2:
+            raise ValueError(f"--training-mode split needs --batch-size >= 2, got {self.batch_size}")
         if self.curriculum_steps and not self.input_frames < self.curriculum_start <= self.window:
             raise ValueError(f"--curriculum-start ({self.curriculum_start}) must be > --input-frames "
                              f"({self.input_frames}) and <= --window ({self.window})")

@@ -284,7 +284,7 @@ class HGN(keras.Model):
     def build_all(self) -> "HGN":
         """Creates every variable (networks and both optimizers' slots) with one dummy pass."""
         c = self.config
-        frames = tf.zeros([1, c.window, c.image_size, c.image_size, 3])
+        frames = tf.zeros([2, c.window, c.image_size, c.image_size, 3])  # 2: split mode halves the batch
         self.compute_losses(frames, training=False)
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.network_variables)
@@ -384,7 +384,17 @@ class HGN(keras.Model):
         noise_f = noise_b = None
         if noise is not None:
             noise_f, noise_b = noise[:, 0], noise[:, 1]
-        mse, kl, drift = self._window_terms(frames, backward=False, training=training, noise=noise_f)
+        if c.training_mode == "split":
+            # Half the batch forward, half backward: the forward_backward objective's unbiased
+            # estimate at the cost of one direction (each example is rolled out once).
+            half = tf.shape(frames)[0] // 2
+            terms_f = self._window_terms(frames[:half], backward=False, training=training,
+                                         noise=None if noise_f is None else noise_f[:half])
+            terms_b = self._window_terms(frames[half:], backward=True, training=training,
+                                         noise=None if noise_b is None else noise_b[half:])
+            mse, kl, drift = [(f + b) / 2.0 for f, b in zip(terms_f, terms_b)]
+        else:
+            mse, kl, drift = self._window_terms(frames, backward=False, training=training, noise=noise_f)
         if c.training_mode == "forward_backward":
             mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training, noise=noise_b)
             mse, kl, drift = (mse + mse_b) / 2.0, (kl + kl_b) / 2.0, (drift + drift_b) / 2.0

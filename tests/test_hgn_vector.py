@@ -93,6 +93,8 @@ def test_vector_forward_and_backward_rollouts_invert_each_other():
     {"latent": "vector", "hamiltonian_widths": (16, 16), "hamiltonian_activation": "swish", "objective": "beta",
      "training_mode": "forward_backward", "warmup_steps": 5, "decay": "cosine"},   # the recipe's layout
     {"latent": "vector", "hamiltonian": "joint", "hamiltonian_widths": (16, 16), "objective": "geco"},
+    {"latent": "vector", "hamiltonian_widths": (16, 16), "objective": "beta", "training_mode": "split",
+     "curriculum_steps": 20, "curriculum_start": 4},
 ])
 def test_every_variant_trains_and_its_loss_falls(overrides):
     config = dataclasses.replace(PRESETS["tiny"], steps=40, learning_rate=3e-3, **overrides)
@@ -206,3 +208,33 @@ def test_cli_records_compute_dtype_curve_and_mean_frame_baseline(tmp_path):
     seconds = [p["train_seconds"] for p in curve]
     assert seconds == sorted(seconds)
     assert all(p["test_mse_x1e4_forward"] > 0 and p["test_mse_x1e4_backward"] > 0 for p in curve)
+
+
+def test_split_mode_is_the_mean_of_a_forward_and_a_backward_half(vector_model):
+    c = dataclasses.replace(vector_model.config, training_mode="split")
+    split = HGN(c)
+    split.compile(optimizer=keras.optimizers.Adam())
+    split.build_all()
+    split.set_weights(vector_model.get_weights())
+    frames = tf.constant(_disk_movies(4, c.window, seed=9))
+    got = split.compute_losses(frames)["reconstruction"]
+    forward = vector_model._window_terms(frames[:2], backward=False, training=False)[0]
+    backward = vector_model._window_terms(frames[2:], backward=True, training=False)[0]
+    np.testing.assert_allclose(float(got), (float(forward) + float(backward)) / 2, rtol=1e-6)
+    # Not the forward-only or backward-only value on the whole batch: the check can tell them apart.
+    whole_forward = vector_model._window_terms(frames, backward=False, training=False)[0]
+    assert abs(float(whole_forward) - float(got)) > 1e-7
+    with pytest.raises(ValueError, match="--batch-size >= 2"):
+        dataclasses.replace(c, batch_size=1).validate()
+
+
+def test_curriculum_window_grows_with_the_step_counter():
+    config = _vector(window=10, data_frames=12, curriculum_steps=8, curriculum_start=4)
+    model = build_model(config)
+    seen = []
+    for step in (0, 2, 4, 8, 100):
+        model.train_steps.assign(step)
+        seen.append(int(model.curriculum_window()))
+    assert seen == [4, 6, 7, 10, 10]
+    with pytest.raises(ValueError, match="--curriculum-start"):
+        _vector(curriculum_steps=5, curriculum_start=2).validate()  # not more than the input frames
