@@ -82,6 +82,8 @@ VARIANTS = {
     "vector_cur_split": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split"),
     "vector_cur_split_lr3e-3": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split",
                                      learning_rate="3e-3"),
+    "vector_cur_split_cos": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split",
+                                  decay="cosine", steps=1800, final_lr_fraction=0.1),
     "vector_cur_split_b32": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split",
                                   batch_size=32),
     "vector_cur_fp32": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, compute_dtype="float32"),
@@ -97,7 +99,7 @@ VARIANTS = {
 def _train_command(name: str, budget: float, curve_every: float, curve_n: int, steps: int) -> list:
     run_dir = RUNS / name
     cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", "pendulum", "--run-dir", str(run_dir),
-           *VARIANTS[name], *DATA_ARGS, "--steps", str(steps), "--max-train-minutes", f"{budget:g}",
+           "--steps", str(steps), *VARIANTS[name], *DATA_ARGS, "--max-train-minutes", f"{budget:g}",
            "--curve-every-minutes", f"{curve_every:g}", "--curve-trajectories", str(curve_n),
            "--checkpoint-every", "200", "--verbose", "2"]
     return cmd
