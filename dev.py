@@ -74,7 +74,7 @@ def main(argv: list) -> int:
     if command == "test":
         return _run([PY, "-m", "pytest", "tests", *rest], env=_env())
     # demo: the two main jobs on small embedded defaults, into runs/demo-*.
-    for cmd in ([PY, "train_hgn.py", "--dataset", "pendulum", "--preset", "small", "--run-dir", "runs/demo-hgn", *rest],
+    for cmd in ([PY, "train_hgn.py", "--dataset", "pendulum", "--run-dir", "runs/demo-hgn", *rest],
                 [PY, "train_nhf.py", "--target", "mixture", "--preset", "small", "--run-dir", "runs/demo-nhf", *rest]):
         if not (ROOT / cmd[1]).exists():
             print(f"skipping {cmd[1]}: not in this checkout yet")

@@ -2,10 +2,10 @@
 """HGN rollout quality after a fixed CPU budget: test MSE x 1e-4, forward and backward.
 
     python bench/hgn_quality.py --dataset pendulum --budget-minutes 120
-    python bench/hgn_quality.py --dataset mass_spring --budget-minutes 20 -- --preset small --batch-size 32
+    python bench/hgn_quality.py --dataset mass_spring --budget-minutes 30 -- --preset quality --steps 3000
 
-Trains with `train_hgn.py` (a subprocess; flags after `--` go to it) until the wall-clock budget
-runs out, evaluates on 30-frame rollouts as the paper does, and writes
+Trains with `train_hgn.py` (a subprocess; flags after `--` go to it; default `--preset quality`)
+until the wall-clock budget or the preset's steps run out, evaluates on 30-frame rollouts as the paper does, and writes
 `bench/results/hgn_quality_<dataset>.json` with the budget, the exact command, the metrics and the
 published numbers, plus the run's forward/backward rollout strips (PNG and GIF) next to it.
 Training time only counts against the budget; data generation and evaluation come on top.
@@ -22,6 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `common` for the CPU description, run from any folder
+
+from common import cpu  # noqa: E402  (light: no TensorFlow)
+
 RESULTS = ROOT / "bench" / "results"
 # Per-pixel MSE x 1e-4 over 30-frame rollouts (REFERENCE.md section 2), train / test.
 PUBLISHED = {
@@ -30,9 +34,8 @@ PUBLISHED = {
     "two_body": {"paper_leapfrog": [6.36, 16.47], "pytorch_5frame": [6.28, 6.33]},
     "three_body": {"paper_leapfrog": [7.88, 9.80], "pytorch_5frame": [3.35, 3.35]},
 }
-# A CPU-sized default: the small networks with a larger dataset than the quick start.
-DEFAULT_TRAIN_ARGS = ["--preset", "small", "--n-train", "2000", "--n-test", "200", "--eval-trajectories", "200",
-                      "--checkpoint-every", "500"]
+# The long-run preset of the CPU recipe (its own step count sets the learning-rate decay).
+DEFAULT_TRAIN_ARGS = ["--preset", "quality"]
 
 
 def main(argv=None) -> int:
@@ -46,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=120.0, help="training wall-clock budget")
     parser.add_argument("--run-dir", default=None, help="default: runs/quality-<dataset>-<budget>min")
     parser.add_argument("--tag", default="", help="suffix of the result files and run dir (compare settings side by side)")
+    parser.add_argument("--note", default=None, help="conditions to record (pinning, other load)")
     parser.add_argument("--eval-only", action="store_true",
                         help="re-evaluate the run's last checkpoint without training (e.g. after an interrupted evaluation)")
     args = parser.parse_args(argv)
@@ -55,7 +59,7 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir or ROOT / "runs" / f"quality-{args.dataset}-{args.budget_minutes:g}min{suffix}")
     train_args = [*DEFAULT_TRAIN_ARGS, *extra] if not any(a == "--preset" for a in extra) else extra
     cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", args.dataset, "--run-dir", str(run_dir),
-           "--steps", "100000000", "--max-train-minutes", f"{args.budget_minutes:g}", "--verbose", "2", *train_args]
+           "--max-train-minutes", f"{args.budget_minutes:g}", "--verbose", "2", *train_args]
     resume = (run_dir / "checkpoints").is_dir()
     if resume:
         cmd.append("--resume")
@@ -98,7 +102,12 @@ def main(argv=None) -> int:
         "energy": metrics["energy"],
         "published_x1e4_train_test": PUBLISHED.get(args.dataset),
         "config": metrics["config"],
-        "note": "CPU, 2 cores shared with other jobs; the paper trains 500k steps of batch 128 on GPUs",
+        "cpu": cpu.describe(),
+        "compute_dtype": metrics.get("compute_dtype"),
+        "threads": {k: os.environ.get(k) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")},
+        "mean_frame_mse_x1e4": metrics.get("test_mean_frame_mse_x1e4"),
+        "test_curve": json.loads((run_dir / "test_curve.json").read_text()) if (run_dir / "test_curve.json").is_file() else None,
+        "note": args.note or "CPU; the paper trains 500k steps of batch 128 on GPUs",
         "pictures": [f"{stem}_rollout_forward.png", f"{stem}_rollout_backward.png", f"{stem}_mse_over_time.png"],
     }
     out = RESULTS / f"{stem}.json"

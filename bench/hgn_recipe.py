@@ -149,15 +149,21 @@ def _first_reach(curve, threshold: float):
     return None
 
 
-def score(name: str, budget: float) -> dict:
-    """The result entry of a finished variant's run directory."""
+def score(name: str) -> dict:
+    """The result entry of a finished variant's run directory (what it ran is read from the run)."""
     run_dir = RUNS / name
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    budget = metrics["config"]["max_train_minutes"]
+    curve_every = metrics["config"]["curve_every_minutes"]
     curve = json.loads((run_dir / "test_curve.json").read_text()) if (run_dir / "test_curve.json").is_file() else []
     steps, train_s = metrics["step"], metrics["timing_seconds"]["train"]
     return {
         "args": VARIANTS.get(name),
+        "command": f"python bench/hgn_recipe.py --variants {name} --budget-minutes {budget:g} "
+                   f"--curve-every-minutes {curve_every:g}",
+        "train_command": metrics["command"],
         "budget_minutes": budget,
+        "cpu": metrics.get("cpu"),
         "steps": steps,
         "batch_size": metrics["config"]["batch_size"],
         "seconds_per_step": round(curve[-1]["train_seconds"] / steps, 3) if curve and steps else None,
@@ -217,6 +223,7 @@ def main(argv=None) -> int:
     parser.add_argument("--retrain", action="store_true", help="delete and retrain runs that exist")
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     parser.add_argument("--out", default=str(RESULTS / "hgn_recipe.json"))
+    parser.add_argument("--note", default=None, help="conditions to record with these variants (e.g. other load)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"variants": {}}
@@ -234,11 +241,12 @@ def main(argv=None) -> int:
             if not (RUNS / name / "metrics.json").is_file():
                 print(f"{name}: no metrics.json (see {RUNS / name / 'bench.log'})", file=sys.stderr)
                 continue
-            entry = score(name, args.budget_minutes)
-            entry["command"] = "python bench/hgn_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            entry = score(name)
             entry["pinning"] = {"cores": args.parallel, "taskset": "one core per run",
                                 "TF_NUM_INTRAOP_THREADS": 1, "TF_NUM_INTEROP_THREADS": 1}
             entry["date"] = time.strftime("%Y-%m-%d")
+            if args.note:
+                entry["note"] = args.note
             results["variants"][name] = entry
             fwd, bwd = entry["test_mse_x1e4"]["forward"], entry["test_mse_x1e4"]["backward"]
             print(f"{name}: {entry['steps']} steps, test MSE x1e-4 forward {fwd}, backward {bwd} "

@@ -7,12 +7,22 @@
     out = model.rollout(frames, n_steps=60)              # forward; backward=True or dt < 0 for backward
     out = model.rollout(frames, n_steps=120, dt=0.0625)  # slow motion
     new = model.sample(8, n_steps=30)                    # trajectories from the prior
-    export(model, "runs/x/saved_model")                  # encode / rollout / decode / sample signatures
+    export(model, "runs/x/saved_model")                  # encode / rollout(_backward) / decode / sample
 
 Modules: `config` (HGNConfig, presets), `networks`, `model` (HGN: objective, train/test steps),
 `training` (fit, checkpoints, resume, non-finite guard), `evaluation` (MSE, VPT, energy drift,
-time rescaling, latent R^2), `plots`, `export` (SavedModel), `cli` (train_hgn.py).
+time rescaling, latent R^2), `plots`, `export` (SavedModel), `cli` (train_hgn.py), `predict`
+(`python -m hgn.predict`: a video, PNG folder or test trajectory in, a predicted movie out).
 """
+import sys as _sys
+
+from common.runs import import_tensorflow_quietly as _import_tensorflow_quietly
+
+if "--debug" not in _sys.argv:
+    # `python -m hgn.predict` imports this package before its own code runs: without this, every
+    # run (and every one-line error) would start with TensorFlow's C++ start-up lines.
+    _import_tensorflow_quietly()
+
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
 from hgn.evaluation import evaluate, latent_r2, valid_prediction_time
 from hgn.export import HGNModule, export

@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                      help="0 silent, 1 progress bar, 2 one line per checkpoint interval (default 1)")
     run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    from hgn.export import MAX_BATCH, MAX_SAMPLES, MAX_STEPS
+
+    def cap(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
+        return int(text)
+
+    run.add_argument("--serve-max-steps", type=cap, default=MAX_STEPS, metavar="N",
+                     help=f"SavedModel serving cap: n_steps per request (default {MAX_STEPS})")
+    run.add_argument("--serve-max-batch", type=cap, default=MAX_BATCH, metavar="N",
+                     help=f"SavedModel serving cap: clips (or states) per request (default {MAX_BATCH})")
+    run.add_argument("--serve-max-samples", type=cap, default=MAX_SAMPLES, metavar="N",
+                     help=f"SavedModel serving cap: n of a sample request (default {MAX_SAMPLES})")
+    run.add_argument("--serve-max-frames", type=cap, default=None, metavar="N",
+                     help="SavedModel serving cap: frames decoded per request, batch x (n_steps + 1) "
+                          "(default: what fits in 2 GiB for this decoder)")
     distribute.add_arguments(parser)
     return parser
 
@@ -74,6 +90,12 @@ def _resolve(argv: Optional[Sequence[str]]):
             saved = json.loads((run_dir / "config.json").read_text())
         except FileNotFoundError:
             parser.error(f"--resume: {str(run_dir / 'config.json')!r} is missing; not a train_hgn.py run directory")
+        if isinstance(saved, dict) and "target" in saved and "dataset" not in saved:
+            parser.error(f"--resume: {args.run_dir!r} is a train_nhf.py run (it has a 'target'), "
+                         "not a train_hgn.py run")
+        if not isinstance(saved, dict) or "dataset" not in saved:
+            parser.error(f"--resume: {str(run_dir / 'config.json')!r} has no 'dataset'; "
+                         "not a train_hgn.py run directory")
     dataset = args.dataset or (saved["dataset"] if saved else "pendulum")
     if dataset not in data.SYSTEMS:
         parser.error(f"unknown --dataset {dataset!r}; valid: {', '.join(data.SYSTEMS)}")
@@ -205,7 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if history:
         plots.training_curves(run_dir / "training_curves.png", history)
         files["training_curves"] = "training_curves.png"
-    export_saved_model(model, run_dir / "saved_model")
+    export_saved_model(model, run_dir / "saved_model", max_steps=args.serve_max_steps, max_batch=args.serve_max_batch,
+                       max_samples=args.serve_max_samples, max_frames=args.serve_max_frames)
     t_eval = time.time() - t2
 
     trained = end - start

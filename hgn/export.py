@@ -46,7 +46,6 @@ MAX_STEPS = 10_000
 MAX_BATCH = 1024
 MAX_SAMPLES = 10_000
 MEMORY_BUDGET = 2 * 2**30  # bytes one request may allocate; sets the default max_frames
-SERVING_CAPS = ("max_steps", "max_batch", "max_samples", "max_frames")
 
 
 def max_frames_within(model: HGN, budget: int = MEMORY_BUDGET) -> int:
@@ -131,12 +130,13 @@ class HGNModule(tf.Module):
         def check_steps(n_steps):
             return tf.debugging.assert_non_negative(n_steps, message="n_steps must be >= 0")
 
-        def within_caps(batch=None, n=None, n_steps=None, decodes: bool = True):
+        def within_caps(batch=None, n=None, n_steps=None, decodes: bool = True, batch_of: str = "frames"):
             """The cap checks of one request, chained so that the first one violated is reported.
 
             `batch` (axis 0 of frames or q), `n` (sample) and `n_steps` are scalar tensors; only
             shapes and scalars are read, so nothing request-sized is allocated before the checks
-            pass. `decodes`: the request decodes `batch (or n) x (n_steps + 1)` frames.
+            pass. `decodes`: the request decodes `batch (or n) x (n_steps + 1)` frames; `batch_of`:
+            the argument whose axis 0 `batch` is.
             """
             def message(argument, cap):
                 return f"{argument} must be <= {cap} = {self.caps[cap]} (serving cap set at export)"
@@ -145,7 +145,7 @@ class HGNModule(tf.Module):
             if n_steps is not None:
                 checks.append((n_steps, self.max_steps, message("n_steps", "max_steps")))
             if batch is not None:
-                checks.append((batch, self.max_batch, message("batch (axis 0)", "max_batch")))
+                checks.append((batch, self.max_batch, message(f"the batch of {batch_of} (axis 0)", "max_batch")))
             if n is not None:
                 checks.append((n, self.max_samples, message("n", "max_samples")))
             if decodes:
@@ -191,7 +191,7 @@ class HGNModule(tf.Module):
 
         @tf.function(input_signature=[q_spec])
         def decode(q):
-            with tf.control_dependencies(within_caps(batch=tf.shape(q)[0])):
+            with tf.control_dependencies(within_caps(batch=tf.shape(q)[0], batch_of="q")):
                 return {"frame": model.decode(tf.identity(q))}
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n"), steps_spec, dt_spec])
