@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.runs import atomic_write_json
-from nhf import training
+from nhf import evaluation, training
 from nhf.config import PRESETS
 
 # (name, group, overrides of the small preset)
@@ -77,11 +77,11 @@ def main(argv=None) -> int:
             run = training.build_run(config, d)
             t0 = time.perf_counter()
             stats = training.train(run, d, progress=False)
-            ev = training.iwae_nll(run.model, run.test_data, args.eval_momenta, seed=321)
+            ev = evaluation.iwae_nll(run.density, run.test_data, args.eval_momenta, seed=321)
         row = {"name": name, "group": group, "overrides": {k: list(v) if isinstance(v, tuple) else v
                                                            for k, v in overrides.items()},
                "test_nll": ev["nll"], "test_nll_stderr": ev["stderr"], "gap": ev["nll"] - run.target.nll_floor,
-               "parameters": int(sum(int(np.prod(v.shape)) for v in run.model.trainable_variables)),
+               "parameters": int(sum(int(np.prod(v.shape)) for v in run.model.density_variables)),
                "seconds_per_step": stats["seconds_per_step"], "nonfinite_steps": stats["nonfinite_steps"],
                "wall_seconds": time.perf_counter() - t0}
         results["rows"].append(row)

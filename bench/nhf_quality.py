@@ -40,8 +40,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from common import config as config_lib
 from common.runs import atomic_write_json, holds_checkpoints
-from nhf import training
+from nhf import evaluation, training
 from nhf.config import PRESETS
 from nhf.networks import MLP
 
@@ -113,7 +114,7 @@ def train_baseline(dist, run, steps):
     optimizer = keras.optimizers.Adam(training.learning_rate_schedule(dataclasses.replace(c, steps=steps)))
     optimizer.build(variables)
 
-    @tf.function(jit_compile=c.jit)
+    @tf.function(jit_compile=c.jit_compile)
     def grads(batch):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(dist.log_prob(batch))
@@ -125,15 +126,16 @@ def train_baseline(dist, run, steps):
         optimizer.apply_gradients(zip(g, variables))
 
     bad = 0
+    batches = iter(training.sample_batches(run.train_data, c.batch_size, seed=c.seed, momenta=1))  # NHF's batches
     t0 = time.perf_counter()
     for s in range(steps):
-        loss, ok, g = grads(training.batch_for_step(run, s))
+        loss, ok, g = grads(next(batches)["q"])
         if bool(ok):
             apply(g)
         else:
             bad += 1
     seconds = time.perf_counter() - t0
-    lp_fn = tf.function(dist.log_prob, jit_compile=c.jit)
+    lp_fn = tf.function(dist.log_prob, jit_compile=c.jit_compile)
     lp = np.concatenate([lp_fn(tf.constant(chunk)).numpy() for chunk in np.array_split(run.test_data, 10)])
     lp = lp.astype(np.float64)
     return {**_scores(run, lp), "nonfinite_steps": bad, "seconds": seconds, "seconds_per_step": seconds / steps}, lp
@@ -145,15 +147,15 @@ def _paired_difference(lp_nhf, lp_other):
     Its standard error is far smaller than either model's own, because both models score the
     same points and the points' own difficulty cancels.
     """
-    mean, stderr = training.mean_and_stderr(lp_other - lp_nhf)
+    mean, stderr = evaluation.mean_and_stderr(lp_other - lp_nhf)
     return {"nhf_nll_minus_this": mean, "nhf_nll_minus_this_stderr": stderr}
 
 
 def _scores(run, lp):
     """Test NLL and its standard error, and the paired gap to the target on the same points."""
-    summary = training.nll_summary(lp)
+    summary = evaluation.nll_summary(lp)
     return {"test_nll": summary["nll"], "test_nll_stderr": summary["stderr"],
-            **training.paired_gap(run.target, run.test_data, lp)}
+            **evaluation.paired_gap(run.target, run.test_data, lp)}
 
 
 def main(argv=None) -> int:
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
             else:
                 d = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             run = training.build_run(config, d)
-            nhf_params = count(run.model.trainable_variables)
+            nhf_params = count(run.model.density_variables)
             row["nll_floor"] = run.target.nll_floor
             row["dim"] = run.target.dim
             lp_nhf = None
@@ -215,11 +217,11 @@ def main(argv=None) -> int:
                 if args.nhf_from:
                     stats = {"restored_from": _restore_nhf(run, config, d)}
                 else:
-                    atomic_write_json(d / training.CONFIG_FILE, training.config_dict(config))
+                    atomic_write_json(d / training.CONFIG_FILE, config_lib.to_dict(config))
                     trained = training.train(run, d, progress=False)
                     stats = {"nonfinite_steps": trained["nonfinite_steps"],
                              "seconds_per_step": trained["seconds_per_step"]}
-                lp_nhf = training.iwae_log_probs(run.model, run.test_data, args.eval_momenta, seed=123)
+                lp_nhf = evaluation.iwae_log_probs(run.density, run.test_data, args.eval_momenta, seed=123)
                 if not args.nhf_from:
                     stats["seconds"] = time.perf_counter() - t0
                 row["nhf"] = {**_scores(run, lp_nhf), "parameters": nhf_params, **stats}
@@ -254,8 +256,8 @@ def _restore_nhf(run, config, run_dir):
         path = training.restore_latest(run, required=True)
     except training.RunError as e:
         raise SystemExit(f"--nhf-from {run_dir}: {e}")
-    if int(run.step.numpy()) != config.steps:
-        raise SystemExit(f"--nhf-from: {path} is at step {int(run.step.numpy())}, not --steps {config.steps}")
+    if run.step != config.steps:
+        raise SystemExit(f"--nhf-from: {path} is at step {run.step}, not --steps {config.steps}")
     return path
 
 

@@ -17,6 +17,8 @@ flag per field; `parse_config` applies the preset first and then only the flags 
 
 Field types understood: int, float, str, bool (`--flag/--no-flag`), Optional[...] of those
 (`none` on the command line), and tuples of int/float/str (comma separated: `--widths 64,64`).
+`field(..., aliases=("--lr",))` adds other spellings of a flag (old names kept working); a saved
+config that uses an alias as its key still loads (`from_dict`).
 """
 from __future__ import annotations
 
@@ -129,15 +131,16 @@ def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset:
     base = presets[default_preset]
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        aliases = tuple(f.metadata.get("aliases", ()))
+        help_text = f.metadata.get("help", "") + (f" (alias: {', '.join(aliases)})" if aliases else "")
         default = getattr(base, f.name)
         tp = hints[f.name]
         if tp is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=_UNSET,
+            group.add_argument(flag, *aliases, dest=f.name, action=argparse.BooleanOptionalAction, default=_UNSET,
                                help=f"{help_text} (default: {default})")
         else:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            group.add_argument(flag, dest=f.name, type=_value_parser(tp, flag), default=_UNSET,
+            group.add_argument(flag, *aliases, dest=f.name, type=_value_parser(tp, flag), default=_UNSET,
                                metavar=f.name.upper(), help=f"{help_text} (default: {shown})")
     return parser
 
@@ -169,7 +172,14 @@ def to_dict(config) -> Dict[str, Any]:
 
 
 def from_dict(config_cls: Type[C], values: Mapping[str, Any]) -> C:
-    """Rebuilds a config saved by `to_dict` (lists back to tuples; unknown keys rejected)."""
+    """Rebuilds a config saved by `to_dict` (lists back to tuples; unknown keys rejected).
+
+    A key spelled as one of a field's `aliases` (a field renamed since the config was saved,
+    e.g. `lr` for `learning_rate`) is read as that field.
+    """
+    renamed = {alias.lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(config_cls)
+               for alias in f.metadata.get("aliases", ())}
+    values = {renamed.get(k, k): v for k, v in values.items()}
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -6,7 +6,9 @@
     ds = data.make_dataset("pendulum", "train", data_dir="datasets", window=30, batch_size=16)
 
 Systems: `SYSTEMS`, `get_system(name)` (Hamiltonian, parameters, initial-state sampler,
-drawing). Command lines: `python -m data.generate`, `python -m data.show`.
+drawing). Command lines: `python -m data.generate`, `python -m data.show`. Densities for NHF:
+`data.targets` (built-in targets) and `data.samples` (`load_samples`: the user's points from a
+file; `sample_batches`: the resumable training pipeline over any points).
 
 The NumPy side (systems, simulation, rendering, `generate_arrays`) is imported eagerly and
 does not import TensorFlow, so generation worker processes start quickly; the TensorFlow side
@@ -41,6 +43,9 @@ _LAZY = {
     "make_dataset": "data.pipeline",
     "make_dataset_from_arrays": "data.pipeline",
     "verify_split": "data.pipeline",
+    "SampleFileError": "data.samples",
+    "load_samples": "data.samples",
+    "sample_batches": "data.samples",
 }
 
 __all__ = [
@@ -57,15 +62,18 @@ __all__ = [
     "HamiltonianPhysics",
     "PhysicalSystem",
     "PhysicsConfig",
+    "SampleFileError",
     "config_name",
     "generate_arrays",
     "get_system",
     "inside_canvas",
+    "load_samples",
     "make_dataset",
     "make_dataset_from_arrays",
     "prepare",
     "relative_energy_error",
     "render",
+    "sample_batches",
     "simulate",
     "verify_split",
 ]

@@ -7,7 +7,8 @@ Run directory layout:
     logs/                  TensorBoard
     metrics.json           evaluation (see hgn.evaluation) and timings
     rollout_{forward,backward}.{png,gif}, mse_over_time.png, latent_energy.png, samples.gif,
-    training_curves.png    training loss and reconstruction MSE (from history.json, the logged scalars)
+    training_curves.png    reconstruction MSE (training batches and the test curve), KL, GECO multiplier
+    test_curve.json        test MSE forward and backward during training (--curve-every-minutes)
     saved_model/           SavedModel (see hgn.export)
 """
 from __future__ import annotations
@@ -225,7 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     files = plots.save_run_plots(run_dir, metrics, test_arrays["frames"], samples, config.input_frames, config.dt)
     history = load_history(run_dir, end)
     if history:
-        plots.training_curves(run_dir / "training_curves.png", history)
+        plots.training_curves(run_dir / "training_curves.png", history,
+                              load_history(run_dir, end, training.CURVE_FILE))
         files["training_curves"] = "training_curves.png"
     export_saved_model(model, run_dir / "saved_model", max_steps=args.serve_max_steps, max_batch=args.serve_max_batch,
                        max_samples=args.serve_max_samples, max_frames=args.serve_max_frames)

@@ -201,7 +201,7 @@ PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
     # included (10.5 minutes of training; `steps` is what this budget buys on the CPU of
     # bench/results/hgn_recipe.json, so the cosine decay ends with the budget there).
-    "quick": HGNConfig(**_CPU_RECIPE, steps=1_500, max_train_minutes=10.5, curve_every_minutes=2.0),
+    "quick": HGNConfig(**_CPU_RECIPE, steps=2_600, max_train_minutes=10.5, curve_every_minutes=2.0),
     # The same recipe for the long quality run: two hours of training.
     "quality": HGNConfig(**_CPU_RECIPE, steps=12_000, max_train_minutes=120.0, curve_every_minutes=5.0),
     # DeepMind's HGN++ at its published size (default_config_dict in physics_inspired_models/

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from common import Hamiltonian, PhaseSpace, SeparableHamiltonian
 from common import integrators as _integrators
+from common.callbacks import BuiltAhead
 from hgn.config import HGNConfig
 from hgn.networks import build_decoder, build_encoder, build_energy_nets, build_transformer
 
@@ -74,7 +75,7 @@ def _after(x: tf.Tensor, token: tf.Tensor):
     return y, grad
 
 
-class HGN(keras.Model):
+class HGN(BuiltAhead, keras.Model):
     """Hamiltonian Generative Network (Toth et al., ICLR 2020).
 
     Args:
@@ -293,13 +294,6 @@ class HGN(keras.Model):
         self.built = True
         return self
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a tf.distribute strategy Keras first reduces a sample batch across replicas, which
-        # fails for a dict batch under MultiWorkerMirroredStrategy. build_all() has already created
-        # every variable, so there is nothing to build.
-        if self.built and self.optimizer is not None and self.optimizer.built:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ------------------------------------------------------------------ objective
     def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool, noise=None):
@@ -465,8 +459,10 @@ class HGN(keras.Model):
         skipped = 1 - tf.cast(finite, tf.int64)
         self.train_steps.assign_add(1)
         self.nonfinite_streak.assign((self.nonfinite_streak + skipped) * skipped)
-        logs = {name: t.result() for name, t in self.trackers.items()}
-        logs["nonfinite_streak"] = tf.cast(self.nonfinite_streak, tf.float32)
+        # The progress bar shows what a user reads: the skip counter stays a variable (the guard reads
+        # it), and the multiplier only appears where it moves (GECO).
+        logs = {name: t.result() for name, t in self.trackers.items()
+                if name != "lagrange_multiplier" or self.config.objective == "geco"}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras reduces multi-worker logs with a mean over axis 0, which needs rank >= 1; the
             # values are already global (all-reduced above), so the mean returns them unchanged.

@@ -103,15 +103,31 @@ def latent_energy(path, energy: np.ndarray, dt: float, n_lines: int = 8) -> None
     _save_fig(fig, path)
 
 
-def training_curves(path, history: Sequence[dict]) -> None:
-    """Training loss and per-pixel reconstruction MSE against the step, from `history.json` rows."""
+def training_curves(path, history: Sequence[dict], curve: Sequence[dict] = ()) -> None:
+    """What a user reads of training, from `history.json` rows (and `test_curve.json` points).
+
+    Left: the per-pixel reconstruction MSE (training batches) with the test MSE forward and
+    backward when a curve was recorded. Right: the KL term, and under GECO the Lagrange
+    multiplier on its own axis. The GECO training loss itself is not drawn: it is weighted by
+    the multiplier, so it rises while the constraint tightens and reads as divergence.
+    """
     steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].plot(steps, [h["loss"] for h in history])
-    axes[0].set_title("training loss")
-    axes[1].plot(steps, [h["reconstruction"] * 1e4 for h in history])
-    axes[1].set_yscale("log")
-    axes[1].set_title("training reconstruction MSE x 1e-4")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].plot(steps, [h["reconstruction"] * 1e4 for h in history], label="training batches", lw=1)
+    for direction, style in (("forward", "o-"), ("backward", "s--")):
+        if curve:
+            axes[0].plot([p["step"] for p in curve], [p[f"test_mse_x1e4_{direction}"] for p in curve], style,
+                         ms=3, label=f"test, {direction} (30 frames)")
+    axes[0].set_yscale("log")
+    axes[0].set_title("reconstruction MSE x 1e-4")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(steps, [h["kl"] for h in history], color="C2")
+    axes[1].set_title("KL per pixel" + (" and GECO multiplier" if "lagrange_multiplier" in history[0] else ""))
+    axes[1].set_ylabel("KL", color="C2")
+    if "lagrange_multiplier" in history[0]:
+        twin = axes[1].twinx()
+        twin.plot(steps, [h["lagrange_multiplier"] for h in history], color="C3")
+        twin.set_ylabel("multiplier", color="C3")
     for ax in axes:
         ax.set_xlabel("step")
     _save_fig(fig, path)

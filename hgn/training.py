@@ -15,22 +15,24 @@ Non-finite guard: a step whose loss or gradients are not finite is skipped (neve
 After `max_nonfinite_steps` such steps in a row the run rolls back to its newest checkpoint
 (which never holds non-finite weights), multiplies the learning rate by `rollback_lr_factor`
 and replays the data from there; after `max_rollbacks` rollbacks it stops with
-`NonFiniteLossError`.
+`NonFiniteLossError`. The loop (`common.callbacks.fit_with_rollbacks`) and its callbacks
+(checkpoint every N steps, guard, time budget, TensorBoard scalars) are shared with NHF.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from common import distribute
-from common.runs import (HISTORY_FILE, NonFiniteLossError, RunError, atomic_write_json, load_history,
-                         restore_newest_readable)
+# StepCheckpoint, NonFiniteGuard and the others lived here before moving to common.callbacks.
+from common.callbacks import (NonFiniteGuard, ScalarLogger, StepCheckpoint, TimeBudget,  # noqa: F401
+                              TrainingClock, fit_with_rollbacks)
+from common.runs import HISTORY_FILE, atomic_write_json, load_history, restore_newest_readable
 from common.schedules import ScaledSchedule, warmup_cosine
 from hgn.config import HGNConfig
 from hgn.model import HGN
@@ -122,93 +124,6 @@ def restore_latest(model: HGN, manager: tf.train.CheckpointManager, required: bo
     return restore_newest_readable(manager, required, what="this model's config")
 
 
-def _weights_finite(model: HGN) -> bool:
-    return all(np.all(np.isfinite(w.numpy())) for w in model.weights if w.dtype.startswith("float"))
-
-
-class StepCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint every `every` training steps and when training ends; stops at `steps`.
-
-    Never saves non-finite weights (the train step skips non-finite updates, so this is a
-    second line of defence).
-    """
-
-    def __init__(self, manager: tf.train.CheckpointManager, every: int, steps: int):
-        super().__init__()
-        self.manager, self.every, self.steps = manager, every, steps
-        self.last_saved: Optional[int] = None
-        self.after_save: Optional[Callable[[], None]] = None
-
-    def _step(self) -> int:
-        return int(self.model.train_steps.numpy())
-
-    def save(self) -> None:
-        step = self._step()
-        if step == self.last_saved or int(self.model.nonfinite_streak.numpy()):
-            # Never in the middle of a non-finite streak: a rollback must find the state before it.
-            return
-        if not _weights_finite(self.model):
-            raise NonFiniteLossError(f"weights became non-finite at step {step}; not checkpointed")
-        self.manager.save(checkpoint_number=step)
-        self.last_saved = step
-        if self.after_save is not None:
-            self.after_save()
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self._step()
-        if step % self.every == 0:
-            self.save()
-        if step >= self.steps:
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        self.save()
-
-
-class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops `fit` after `patience` consecutive non-finite steps (each already skipped).
-
-    What happened is kept in `self.tripped` (a message) for `train`, which then rolls back to the
-    last checkpoint or raises; the last good checkpoint stays the newest one either way.
-    """
-
-    def __init__(self, patience: int):
-        super().__init__()
-        self.patience = patience
-        self.tripped: Optional[str] = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        streak = int(self.model.nonfinite_streak.numpy())
-        if streak >= self.patience:
-            step = int(self.model.train_steps.numpy())
-            self.tripped = f"loss or gradients non-finite for {streak} consecutive steps (last at step {step})"
-            self.model.stop_training = True
-
-
-class TrainingClock:
-    """Wall-clock seconds spent training, excluding the pauses callbacks declare (test-curve evaluations)."""
-
-    def __init__(self):
-        self.start = time.monotonic()
-        self.paused = 0.0
-
-    def seconds(self) -> float:
-        return time.monotonic() - self.start - self.paused
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training once `minutes` of training time have passed (a checkpoint is saved at the end)."""
-
-    def __init__(self, minutes: float, clock: TrainingClock):
-        super().__init__()
-        self.seconds = 60.0 * minutes
-        self.clock = clock
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.clock.seconds() >= self.seconds:
-            self.model.stop_training = True
-
-
 class TestCurve(keras.callbacks.Callback):
     """Test MSE, forward and backward, every `every_minutes` of training time: the learning curve.
 
@@ -251,54 +166,6 @@ class TestCurve(keras.callbacks.Callback):
             self._score()
 
 
-class ScalarLogger(keras.callbacks.Callback):
-    """TensorBoard scalars every `every` steps, written with core TF ops only.
-
-    `keras.callbacks.TensorBoard` needs the `tensorboard` package at run time (for
-    `tf.summary.scalar`); `tf.summary.write` with the scalars plugin's metadata writes the same
-    event records without it, and TensorBoard reads them when installed.
-    """
-
-    def __init__(self, log_dir, every: int, history: Optional[List[dict]] = None):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(str(log_dir))
-        self.every = every
-        self.history = history if history is not None else []
-        from tensorflow.core.framework import summary_pb2
-
-        self.metadata = summary_pb2.SummaryMetadata()
-        self.metadata.plugin_data.plugin_name = "scalars"
-
-    def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.train_steps.numpy())
-        if step % self.every or not logs:
-            return
-        values = {name: float(value) for name, value in logs.items()}
-        values["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
-        self.history.append({"step": step, **values, "wall_seconds": round(time.monotonic() - self.start, 3)})
-        with self.writer.as_default():
-            for name, value in values.items():
-                tf.summary.write(f"train/{name}", tf.constant(value, tf.float32), step=step,
-                                 metadata=self.metadata.SerializeToString())
-        self.writer.flush()
-
-    def on_train_end(self, logs=None):
-        self.writer.flush()
-
-
-def _shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) -> tf.data.Dataset:
-    # Multi-worker: every worker builds the same deterministic pipeline and keeps its part of each
-    # global batch (file-based auto-sharding would give workers different data orders).
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return dataset
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.CheckpointManager,
           verbose: int = 1, extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
           curve_frames: Optional[np.ndarray] = None) -> int:
@@ -328,29 +195,22 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
     if start >= c.steps:
         return start
     epoch_len = c.checkpoint_every
-    dataset = _shard_by_data(with_posterior_noise(dataset, model), strategy)
+    dataset = distribute.shard_by_data(with_posterior_noise(dataset, model), strategy)
     history = load_history(run_dir, start) if chief else []
     curve = load_history(run_dir, start, CURVE_FILE) if chief else []
     clock = TrainingClock()
     if curve:  # a resumed run's curve continues from the training time already spent
         clock.start -= curve[-1]["train_seconds"]
-    rollbacks = 0
-    while True:
-        start = int(model.train_steps.numpy())
-        guard = NonFiniteGuard(c.max_nonfinite_steps)
-        checkpointer = StepCheckpoint(manager, c.checkpoint_every, c.steps)
+
+    def write_logs():
+        step = int(model.train_steps.numpy())
+        atomic_write_json(run_dir / HISTORY_FILE, [h for h in history if h["step"] <= step])
+        if curve:
+            atomic_write_json(run_dir / CURVE_FILE, [p for p in curve if p["step"] <= step])
+
+    def callbacks(checkpointer):
         logger = ScalarLogger(run_dir / LOG_DIR, every=max(1, min(50, epoch_len)), history=history) if chief else None
-
-        def write_logs():
-            step = int(model.train_steps.numpy())
-            atomic_write_json(run_dir / HISTORY_FILE, [h for h in history if h["step"] <= step])
-            if curve:
-                atomic_write_json(run_dir / CURVE_FILE, [p for p in curve if p["step"] <= step])
-
-        if chief:
-            checkpointer.after_save = write_logs
-        callbacks = [
-            guard,
+        return [
             *([TestCurve(curve_frames, c.curve_every_minutes, clock, curve, logger.writer)]
               if chief and curve_frames is not None and c.curve_every_minutes else []),
             checkpointer,
@@ -358,28 +218,21 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
             *([TimeBudget(c.max_train_minutes, clock)] if c.max_train_minutes else []),
             *(extra_callbacks or []),
         ]
-        try:
-            model.fit(dataset.skip(start), epochs=math.ceil(c.steps / epoch_len), steps_per_epoch=epoch_len,
-                      initial_epoch=start // epoch_len, callbacks=callbacks, verbose=verbose)
-        except KeyboardInterrupt:
-            # Ctrl-C (SIGINT): keep the work done so far; --resume continues from this step.
-            checkpointer.save()
-            raise
-        if guard.tripped is None:
-            if chief:
-                write_logs()  # the final checkpoint's step, with the test curve's last point
-            return int(model.train_steps.numpy())
-        if rollbacks >= c.max_rollbacks or manager.latest_checkpoint is None:
-            raise NonFiniteLossError(
-                f"{guard.tripped} after {rollbacks} rollback(s); those updates were skipped and the newest "
-                f"checkpoint holds finite weights. Try a lower --learning-rate")
-        rollbacks += 1
+
+    def roll_back() -> str:
         restored = restore_latest(model, manager, required=True)
         lr = lower_learning_rate(model, c.rollback_lr_factor)
-        model.nonfinite_streak.assign(0)
+        step = int(model.train_steps.numpy())
         del history[:]  # replayed from the checkpoint: keep only what it covers
-        history.extend(load_history(run_dir, int(model.train_steps.numpy())) if chief else [])
-        curve[:] = [p for p in curve if p["step"] <= int(model.train_steps.numpy())]
-        if verbose:
-            print(f"{guard.tripped}: rolled back to {restored} (step {int(model.train_steps.numpy())}) with "
-                  f"learning rate {lr:.3g} (rollback {rollbacks} of {c.max_rollbacks})", flush=True)
+        history.extend(load_history(run_dir, step) if chief else [])
+        curve[:] = [p for p in curve if p["step"] <= step]
+        return f"rolled back to {restored} (step {step}) with learning rate {lr:.3g}"
+
+    fit_with_rollbacks(model, lambda step: dataset.skip(step), manager=manager, steps=c.steps,
+                       checkpoint_every=epoch_len, max_nonfinite_steps=c.max_nonfinite_steps,
+                       max_rollbacks=c.max_rollbacks, roll_back=roll_back, callbacks=callbacks,
+                       after_save=write_logs if chief else None, verbose=verbose,
+                       say=(lambda line: print(line, flush=True)) if verbose else (lambda line: None))
+    if chief:
+        write_logs()  # the final checkpoint's step, with the test curve's last point
+    return int(model.train_steps.numpy())

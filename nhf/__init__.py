@@ -6,10 +6,16 @@
   importance-weighted (IWAE) lower bound through the momentum encoder; `elbo` for training.
 * `build_density`: the whole model from plain settings; `make_prior` / `PRIORS`: base
   distributions by name; `MomentumEncoder`, `LearnedHamiltonian`, `MLP`, `ScalarMLP`: parts.
+* `NHFModel`: the density as a Keras 3 model (`train_step` / `test_step`, one tracker per
+  term), trained by `fit` with `AveragedGradientAdam`; `build_model`: compiled from a config.
 * `NHFConfig` / `PRESETS`: a run's settings; `run_experiment`: train (or resume, or
-  re-evaluate) and write every output; `export_saved_model`: the SavedModel with `log_prob(q)`
-  and `sample(n)`. `nhf.training` holds the loop's parts (train step, NaN guard, evaluation);
-  training runs under any `tf.distribute` strategy (`run_experiment(..., strategy=...)`).
+  re-evaluate) and write every output; `fit_samples`: the same on your own points (a NumPy
+  array or a `tf.data.Dataset`); `evaluate`: the final metrics; `export_saved_model`: the
+  SavedModel with `log_prob(q)` and `sample(n)`.
+
+Modules: `config`, `bijector`, `density`, `model` (NHFModel), `training` (pipelines, fit,
+checkpoints, resume, rollbacks; runs under any `tf.distribute` strategy), `evaluation` (IWAE
+NLL, paired gap, VI report, outputs), `plots`, `export`, `cli` (train_nhf.py).
 """
 from nhf.bijector import NeuralHamiltonianFlow
 from nhf.config import PRESETS, NHFConfig
@@ -19,23 +25,30 @@ from nhf.export import export_saved_model
 from nhf.hamiltonians import KINETIC_KINDS, LearnedHamiltonian
 from nhf.networks import ACTIVATIONS, MLP, ScalarMLP
 from nhf.priors import PRIORS, make_prior
-from nhf.training import run_experiment
+from nhf.evaluation import evaluate
+from nhf.model import AveragedGradientAdam, NHFModel
+from nhf.training import build_model, fit_samples, run_experiment
 
 __all__ = [
     "ACTIVATIONS",
+    "AveragedGradientAdam",
     "HamiltonianFlowDensity",
     "KINETIC_KINDS",
     "LearnedHamiltonian",
     "MLP",
     "MomentumEncoder",
     "NHFConfig",
+    "NHFModel",
     "NeuralHamiltonianFlow",
     "PRESETS",
     "PRIORS",
     "ScalarMLP",
     "build_density",
+    "build_model",
     "effective_sample_size",
+    "evaluate",
     "export_saved_model",
+    "fit_samples",
     "make_prior",
     "run_experiment",
 ]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -15,10 +15,10 @@ from data.targets import Target  # noqa: E402
 from nhf.density import HamiltonianFlowDensity  # noqa: E402
 
 
-def _grid(lim: float, n: int):
-    axis = np.linspace(-lim, lim, n)
-    xx, yy = np.meshgrid(axis, axis)
-    return axis, np.stack([xx.ravel(), yy.ravel()], axis=1)
+def _grid(extent, n: int):
+    xs, ys = np.linspace(extent[0], extent[1], n), np.linspace(extent[2], extent[3], n)
+    xx, yy = np.meshgrid(xs, ys)
+    return xs, ys, np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
 def _model_log_density(model, points: np.ndarray, num_momenta: int, dim: int) -> np.ndarray:
@@ -38,14 +38,17 @@ def _model_log_density(model, points: np.ndarray, num_momenta: int, dim: int) ->
 
 
 def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: float = 4.5, n_grid: int = 120,
-                   num_momenta: int = 64, n_samples: int = 20_000, seed: int = 0) -> Path:
+                   num_momenta: int = 64, n_samples: int = 20_000, seed: int = 0,
+                   extent: Optional[Tuple[float, float, float, float]] = None) -> Path:
     """Target density | model density (exp of the IWAE bound) | model samples | V_t(q) per Hamiltonian.
 
     For d > 2 the densities are shown on the slice q[2:] = 0 and samples in the first two
-    coordinates (the target's slice is its unnormalised log density on that slice).
+    coordinates (the target's slice is its unnormalised log density on that slice). The view is
+    `extent` = (x min, x max, y min, y max), default the square [-lim, lim]^2.
     """
-    axis, pts = _grid(lim, n_grid)
-    extent = (-lim, lim, -lim, lim)
+    extent = extent or (-lim, lim, -lim, lim)
+    xs, ys, pts = _grid(extent, n_grid)
+    ranges = [list(extent[:2]), list(extent[2:])]
     d = target.dim
     model_lp = _model_log_density(model, pts, num_momenta, d).reshape(n_grid, n_grid)
     samples = model.sample(n_samples, seed=tf.constant([seed, 3], tf.int32)).numpy()
@@ -60,11 +63,11 @@ def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: flo
         axes[0].set_title(f"target: {target.name}" + (" (slice)" if d > 2 else ""))
     else:
         ts = target.sample(n_samples, seed=seed + 1)
-        axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+        axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, cmap="viridis")
         axes[0].set_title(f"target samples: {target.name}")
     axes[1].imshow(np.exp(model_lp), origin="lower", extent=extent, cmap="viridis")
     axes[1].set_title(f"model density (IWAE K={num_momenta})")
-    axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=[[-lim, lim], [-lim, lim]], cmap="viridis")
+    axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=ranges, cmap="viridis")
     axes[2].set_title("model samples")
     full = np.zeros((len(pts), d), model.dtype.as_numpy_dtype)
     full[:, :2] = pts
@@ -72,7 +75,7 @@ def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: flo
         v = model.potential(tf.constant(full), index=t).numpy().reshape(n_grid, n_grid)
         ax = axes[3 + t]
         im = ax.imshow(v - v.min(), origin="lower", extent=extent, cmap="magma")
-        ax.contour(axis, axis, v - v.min(), levels=12, colors="white", linewidths=0.4)
+        ax.contour(xs, ys, v - v.min(), levels=12, colors="white", linewidths=0.4)
         ax.set_title(f"learned V_{t + 1}(q)")
         fig.colorbar(im, ax=ax, fraction=0.046)
     for ax in axes:
@@ -88,14 +91,14 @@ def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: flo
 def loss_curve(history: Sequence[dict], path, floor: Optional[float] = None, title: str = "") -> Path:
     """Training loss (negative ELBO) and quick test NLL against the floor."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["loss"] for h in history], label="train: -ELBO (batch mean)", lw=1)
+    logged = [h for h in history if "loss" in h]
+    ax.plot([h["step"] for h in logged], [h["loss"] for h in logged], label="train: -ELBO (batch mean)", lw=1)
     test = [(h["step"], h["test_nll_k32"]) for h in history if "test_nll_k32" in h]
     if test:
         ax.plot(*zip(*test), "o-", label="test: -IWAE (K=32)")
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"true NLL floor {floor:.3f}")
-    finite: List[float] = [h["loss"] for h in history if np.isfinite(h["loss"])]
+    finite: List[float] = [h["loss"] for h in logged if np.isfinite(h["loss"])]
     if finite:
         lo = min(finite + ([floor] if floor is not None else []))
         ax.set_ylim(lo - 0.2, min(max(finite), lo + 4.0))

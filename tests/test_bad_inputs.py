@@ -5,6 +5,7 @@ and no Python traceback (command lines), or a raised, typed error whose message 
 problem (SavedModels); and that no existing run, checkpoint or dataset was changed.
 """
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -79,7 +80,9 @@ ARGUMENT_CASES = [
     ("train_nhf.py", ["--target", "spiral"], ["spiral", "checkerboard"]),
     ("train_nhf.py", ["--prior", "cauchy"], ["cauchy", "student_t"]),
     ("train_nhf.py", ["--steps", "-3"], ["--steps must be > 0"]),
-    ("train_nhf.py", ["--lr", "nan"], ["--lr expects a finite number"]),
+    ("train_nhf.py", ["--learning-rate", "nan"], ["--learning-rate expects a finite number"]),
+    ("train_nhf.py", ["--lr", "nan"], ["--learning-rate expects a finite number"]),  # the old spelling, same check
+    ("train_nhf.py", ["--data", "x.npy", "--mode", "vi", "--target", "funnel"], ["--data", "--mode density"]),
     ("train_nhf.py", ["--widths", "64,0"], ["--widths must be > 0"]),
     ("train_nhf.py", ["--dtype", "float16"], ["float16"]),
     ("train_nhf.py", ["--batch-size", "1e3"], ["--batch-size expects an integer"]),
@@ -272,11 +275,102 @@ def test_exports_still_work_on_good_input(hgn_export, nhf_export):
     assert nhf_export.sample(tf.constant(5)).shape == (5, 2)
 
 
-def test_case_count():
-    """The README counts the cases of this suite; keep the two in step."""
-    n = (len(ARGUMENT_CASES) + len(HGN_EXPORT_CASES) + len(NHF_EXPORT_CASES)
-         + 2 + 2 + 2 + 2 + 1 + 1 + 1)  # unwritable, existing run, corrupted and missing checkpoint (x2 each);
-    #                             system mismatch, truncated dataset, full disk
-    assert n >= 25
-    readme = (ROOT / "README.md").read_text()
-    assert f"{n} kinds of bad input" in readme
+# ----------------------------------------------------------------------------- --data files
+def _write(path: Path, content) -> Path:
+    if isinstance(content, str):
+        path.write_text(content)
+    elif isinstance(content, dict):
+        np.savez(path, **content)
+    else:
+        np.save(path, content)
+    return path
+
+
+_GOOD = np.random.default_rng(0).normal(size=(200, 2))
+DATA_CASES = {
+    "missing file": ("absent.npy", None, ["does not exist"]),
+    "empty file": ("empty.csv", "", ["is empty"]),
+    "header only": ("header.csv", "x,y\n", ["header but no rows"]),
+    "ragged CSV": ("ragged.csv", "x,y\n1,2\n3,4\n5\n", ["line 4 has 1 values", "ragged"]),
+    "text in CSV": ("text.csv", "1,2\n3,four\n", ["line 2", "not comma-separated numbers"]),
+    "NaN values": ("nan.npy", np.where(np.arange(400).reshape(200, 2) == 7, np.nan, _GOOD), ["NaN or Inf", "row 3"]),
+    "Inf in CSV": ("inf.csv", "1,2\n3,inf\n", ["NaN or Inf"]),
+    "one-dimensional array": ("flat.npy", np.arange(300.0), ["one-dimensional", "x[:, None]"]),
+    "three-dimensional array": ("cube.npy", np.zeros((4, 3, 2)), ["2-D array", "(4, 3, 2)"]),
+    "npz with two arrays": ("two.npz", {"a": _GOOD, "b": _GOOD}, ["holds 2 arrays", "exactly one"]),
+    "unknown format": ("points.txt", "1,2\n", ["unknown format '.txt'", ".npy, .npz, .csv"]),
+    "fewer points than a batch": ("few.npy", _GOOD[:40], ["36 training points", "fewer than --batch-size 64"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_bad_data_file(case, tmp_path, capsys, monkeypatch):
+    """`train_nhf.py --data FILE`: exit status 1 and one line naming the file and the problem."""
+    from common.runs import run_cli
+    from nhf.cli import main
+
+    name, content, phrases = DATA_CASES[case]
+    path = tmp_path / name if content is None else _write(tmp_path / name, content)
+    monkeypatch.setattr(sys, "argv", ["train_nhf.py"])
+    code = run_cli(main, ["--data", str(path), "--batch-size", "64", "--steps", "2", "--no-progress",
+                          "--run-dir", str(tmp_path / "run")])
+    assert code == 1
+    err = capsys.readouterr().err
+    proc = subprocess.CompletedProcess([], 1, stdout="", stderr=err)
+    _assert_one_line_error(proc, "train_nhf.py", name, *phrases)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("points, phrase", [
+    (np.full((100, 2), np.inf), "NaN or Inf"),
+    (np.arange(100.0), "one-dimensional"),
+    (np.zeros((0, 2)), "empty"),
+    (np.array([["a", "b"]] * 100), "must hold numbers"),
+])
+def test_bad_points_from_python(points, phrase, tmp_path):
+    from data.samples import SampleFileError
+    from nhf import fit_samples
+
+    with pytest.raises(SampleFileError, match=phrase):
+        fit_samples(points, tmp_path, steps=2, batch_size=8)
+
+
+# ----------------------------------------------------------------------------- the other model's run
+def _foreign_run(tmp_path: Path, which: str) -> Path:
+    """A run directory of `which` model as far as `--resume` reads it: its config.json, written
+    as that command line writes it."""
+    from common import config as config_lib
+
+    run = tmp_path / f"{which}-run"
+    run.mkdir()
+    if which == "nhf":
+        from nhf import PRESETS as NHF_PRESETS
+        saved = config_lib.to_dict(NHF_PRESETS["small"])  # nhf.training.run_experiment: the flat config
+    else:
+        from hgn import PRESETS as HGN_PRESETS
+        saved = {"dataset": "pendulum", "data_dir": str(tmp_path / "data"),  # hgn.cli.main
+                 "config": config_lib.to_dict(HGN_PRESETS["tiny"])}
+    (run / "config.json").write_text(json.dumps(saved))
+    return run
+
+
+@pytest.mark.parametrize("script, other, phrases", [
+    ("train_hgn.py", "nhf", ["is a train_nhf.py run (it has a 'target'), not a train_hgn.py run"]),
+    ("train_nhf.py", "hgn", ["is a train_hgn.py run (it has a 'dataset'), not a train_nhf.py run"]),
+])
+def test_resume_refuses_the_other_models_run(script, other, phrases, tmp_path, capsys, monkeypatch):
+    """`--resume --run-dir` of the other command line's run: one line naming it, nothing changed."""
+    import importlib
+
+    from common.runs import run_cli
+
+    run = _foreign_run(tmp_path, other)
+    before = _tree_digest(run)
+    monkeypatch.setattr(sys, "argv", [script])
+    main = importlib.import_module(script[:-3]).main
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, ["--resume", "--run-dir", str(run)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    _assert_one_line_error(subprocess.CompletedProcess([], 2, stdout="", stderr=err), script, str(run), *phrases)
+    assert _tree_digest(run) == before

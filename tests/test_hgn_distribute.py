@@ -79,7 +79,7 @@ def runs(tmp_path_factory):
 
 def test_mirrored_matches_default(runs):
     default, mirrored = _losses(runs["root"] / "default"), _losses(runs["root"] / "mirrored")
-    assert [s for s, _ in default] == [s for s, _ in mirrored] == [2, 4, 6]
+    assert [s for s, _ in default] == [s for s, _ in mirrored] == [2, 4, 6, 8]
     np.testing.assert_allclose([v for _, v in mirrored], [v for _, v in default], rtol=RTOL)
     metrics = json.loads((runs["root"] / "mirrored" / "metrics.json").read_text())
     assert metrics["strategy"] == {"name": "mirrored", "replicas": 2}
@@ -88,7 +88,7 @@ def test_mirrored_matches_default(runs):
 
 def test_two_workers_match_default_and_only_the_chief_writes(runs):
     default, multi = _losses(runs["root"] / "default"), _losses(runs["root"] / "multi")
-    assert [s for s, _ in multi] == [2, 4, 6]
+    assert [s for s, _ in multi] == [2, 4, 6, 8]
     np.testing.assert_allclose([v for _, v in multi], [v for _, v in default], rtol=RTOL)
     run = runs["root"] / "multi"
     metrics = json.loads((run / "metrics.json").read_text())

@@ -128,7 +128,7 @@ def test_export_loads_in_fresh_process_with_identical_outputs(arrays, tmp_path):
     cli = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--all", "--dir", str(path)],
                          capture_output=True, text=True, env=_env(), timeout=120)
     if cli.returncode == 0:
-        for name in ("encode", "rollout", "decode", "sample"):
+        for name in ("encode", "rollout", "rollout_backward", "decode", "sample"):
             assert f"signature_def['{name}']" in cli.stdout
 
 

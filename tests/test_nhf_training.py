@@ -1,7 +1,8 @@
-"""NHF training end to end: outputs, export to a fresh process, resume, NaN guard, the CLI."""
+"""NHF training end to end: outputs, export to a fresh process, resume, NaN guard, the input pipeline, the CLI."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,14 +14,14 @@ import tensorflow as tf
 
 from common.runs import NonFiniteLossError, RunError, run_cli
 from data import targets
-from nhf import training
+from nhf import evaluation, training
 from nhf.config import PRESETS, NHFConfig
 from nhf.export import EXPORT_SEED
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dataclasses.replace(
     PRESETS["small"], target="banana", num_hamiltonians=2, n_steps=3, step_size=0.3, widths=(32, 32),
-    encoder_widths=(32,), steps=800, batch_size=256, lr=1e-2, train_size=10_000, test_size=2000,
+    encoder_widths=(32,), steps=800, batch_size=256, learning_rate=1e-2, train_size=10_000, test_size=2000,
     eval_momenta=64, eval_every=400, checkpoint_every=400, log_every=100)
 
 
@@ -43,7 +44,7 @@ def test_run_writes_every_output(trained):
     for name in ("metrics.json", "figure.png", "loss_curve.png", "history.json", "config.json", "saved_model"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "checkpoints").glob("ckpt-800*"))
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run_dir / "logs").glob("events.out.tfevents.*"))
     saved = json.loads((run_dir / "metrics.json").read_text())
     for key in ("train_nll", "test_nll", "nll_floor", "gap", "parameters", "config"):
         assert key in saved, key
@@ -60,10 +61,10 @@ def test_paired_gap_is_zero_for_the_target_itself_and_sees_a_shift():
     target = targets.get("mixture")
     x = target.sample(4000, seed=3)
     true_lp = target.log_prob(tf.constant(x, tf.float64)).numpy()
-    exact = training.paired_gap(target, x, true_lp)
+    exact = evaluation.paired_gap(target, x, true_lp)
     assert exact["gap_paired"] == pytest.approx(0.0, abs=1e-12) and exact["gap_paired_stderr"] < 1e-12
     assert exact["test_floor_sample"] == pytest.approx(target.nll_floor, abs=0.06)  # 3 standard errors
-    worse = training.paired_gap(target, x, true_lp - 0.02 - 0.01 * np.abs(x[:, 0]))
+    worse = evaluation.paired_gap(target, x, true_lp - 0.02 - 0.01 * np.abs(x[:, 0]))
     assert worse["gap_paired"] == pytest.approx(0.02 + 0.01 * np.abs(x[:, 0]).mean(), abs=1e-9)
 
 
@@ -76,7 +77,7 @@ def test_trained_flow_samples_match_target(trained):
     training.restore_latest(run, required=True)
     target = targets.get("banana")
     x_target = target.sample(1000, seed=100)
-    x_model = run.model.sample(1000, seed=(4, 2)).numpy().astype(np.float64)
+    x_model = run.density.sample(1000, seed=(4, 2)).numpy().astype(np.float64)
     ref = target.sample(20_000, seed=7)
     x_wrong = np.random.default_rng(3).multivariate_normal(ref.mean(0), np.cov(ref.T), size=1000)
     wrong, model = energy_distance(x_wrong, x_target), energy_distance(x_model, x_target)
@@ -90,7 +91,7 @@ def test_export_loads_in_a_fresh_process_without_the_project(trained, tmp_path):
     np.save(tmp_path / "q.npy", q)
     run = training.build_run(TINY, run_dir)
     training.restore_latest(run, required=True)
-    expected = run.model.iwae_bound(tf.constant(q), TINY.eval_momenta, seed=tf.constant(EXPORT_SEED, tf.int32))
+    expected = run.density.iwae_bound(tf.constant(q), TINY.eval_momenta, seed=tf.constant(EXPORT_SEED, tf.int32))
     script = textwrap.dedent(f"""
         import sys, json
         import numpy as np, tensorflow as tf
@@ -125,109 +126,135 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     training.train(first, tmp_path / "split", progress=False)
     resumed = training.build_run(base, tmp_path / "split")
     assert training.restore_latest(resumed, required=True).endswith("ckpt-30")
-    assert int(resumed.step.numpy()) == 30
-    assert int(resumed.optimizer.iterations.numpy()) == 30  # Adam state restored too
+    assert resumed.step == 30
+    assert int(resumed.model.optimizer.iterations.numpy()) == 30  # Adam state restored too
     training.train(resumed, tmp_path / "split", progress=False)
-    for a, b in zip(whole.model.trainable_variables, resumed.model.trainable_variables):
+    for a, b in zip(whole.model.density_variables, resumed.model.density_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)  # XLA on CPU
 
 
-def test_non_finite_steps_roll_back_then_stop_and_never_save_nan(tmp_path, monkeypatch):
-    config = dataclasses.replace(TINY, steps=40, checkpoint_every=10, eval_every=10**6, log_every=10, export=False,
-                                 max_bad_steps=3, max_rollbacks=2, test_size=200, eval_momenta=8, widths=(16,),
-                                 encoder_widths=(16,))
-    run = training.build_run(config, tmp_path)
-    real_batch = training.batch_for_step
+def test_pipeline_started_at_a_step_continues_the_same_stream():
+    # Resuming at step s must see the batches and noise an uninterrupted run sees at step s,
+    # also across an epoch boundary (10 points per epoch of batch 4: 2 batches, 2 points left).
+    points = np.arange(20, dtype=np.float32).reshape(10, 2)
+    whole = list(training.sample_batches(points, 4, seed=3, momenta=2).take(7).as_numpy_iterator())
+    later = list(training.sample_batches(points, 4, seed=3, momenta=2, start_step=3).take(4).as_numpy_iterator())
+    for a, b in zip(whole[3:], later):
+        np.testing.assert_array_equal(a["q"], b["q"])
+        np.testing.assert_array_equal(a["noise"], b["noise"])
+    # Without replacement within an epoch; a new order each epoch; another seed, another stream.
+    epoch0 = np.concatenate([whole[0]["q"], whole[1]["q"]])[:, 0]
+    assert len(set(epoch0)) == 8
+    assert not np.array_equal(whole[0]["q"], whole[2]["q"])
+    other = next(training.sample_batches(points, 4, seed=4, momenta=2).as_numpy_iterator())
+    assert not np.array_equal(other["q"], whole[0]["q"])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        training.sample_batches(points, 11, seed=0, momenta=1)
 
-    def poisoned(run_, step):
-        batch = real_batch(run_, step)
-        return batch * np.nan if step >= 15 else batch
 
-    monkeypatch.setattr(training, "batch_for_step", poisoned)
-    with pytest.raises(NonFiniteLossError, match="non-finite steps in a row"):
-        training.train(run, tmp_path, progress=False)
-    restored = training.build_run(config, tmp_path)
-    assert training.restore_latest(restored, required=True).endswith("ckpt-10")
-    assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
+def _poison(monkeypatch, steps_from: int, attempts: int):
+    """NaN points in the batches with index >= `steps_from` (those of steps `steps_from` + 1 on, as
+    the step counter counts after the step) in the first `attempts` calls of `fit`; later calls
+    replay clean data. A checkpoint exists at step 10."""
+    real = training.training_batches
+    calls = [0]
+
+    def poisoned(run_, start):
+        calls[0] += 1
+        dataset = real(run_, start)
+        if calls[0] > attempts:
+            return dataset
+        steps = tf.data.Dataset.range(start, 2**62)
+
+        def maybe_nan(step, batch):
+            q = tf.where(step >= steps_from, batch["q"] * np.nan, batch["q"])
+            return {"q": q, "noise": batch["noise"]}
+
+        return tf.data.Dataset.zip((steps, dataset)).map(maybe_nan)
+
+    monkeypatch.setattr(training, "training_batches", poisoned)
 
 
 NAN_CONFIG = dataclasses.replace(TINY, steps=40, checkpoint_every=10, eval_every=10**6, log_every=5, export=False,
-                                 max_bad_steps=3, test_size=200, eval_momenta=8, widths=(16,), encoder_widths=(16,),
-                                 jit=False)
-
-
-def _poison_after_checkpoint(monkeypatch, calls):
-    """NaN batches for the first `calls` steps at or after step 15 (a checkpoint exists at 10)."""
-    real_batch = training.batch_for_step
-    left = [calls]
-
-    def poisoned(run_, step):
-        batch = real_batch(run_, step)
-        if step >= 15 and left[0] > 0:
-            left[0] -= 1
-            return batch * np.nan
-        return batch
-
-    monkeypatch.setattr(training, "batch_for_step", poisoned)
+                                 max_nonfinite_steps=3, test_size=200, eval_momenta=8, widths=(16,),
+                                 encoder_widths=(16,), jit_compile=False)
 
 
 def test_rollback_lowers_the_learning_rate_and_training_completes(tmp_path, monkeypatch):
     config = dataclasses.replace(NAN_CONFIG, max_rollbacks=2, rollback_lr_factor=0.25)
     run = training.build_run(config, tmp_path)
-    _poison_after_checkpoint(monkeypatch, calls=3)  # steps 15, 16, 17: then a rollback to step 10
+    _poison(monkeypatch, steps_from=15, attempts=1)  # steps 16, 17, 18: then a rollback to step 10
     stats = training.train(run, tmp_path, progress=False)
     assert stats["nonfinite_steps"] == 3 and stats["rollbacks"] == 1
     assert stats["lr_scale"] == 0.25
-    assert int(run.step.numpy()) == 40
+    assert run.step == 40
     schedule = training.learning_rate_schedule(config)
     history = {h["step"]: h for h in stats["history"]}
     assert sorted(history) == list(range(5, 41, 5))  # steps 11-15 redone, logged once
     assert all(np.isfinite(h["loss"]) for h in history.values())
     # Before the rollback the schedule's rate; after it, factor * the schedule's rate at that step.
-    assert history[10]["lr"] == pytest.approx(float(schedule(10)), rel=1e-6)
+    assert history[10]["learning_rate"] == pytest.approx(float(schedule(10)), rel=1e-6)
     for step in (20, 40):
-        assert history[step]["lr"] == pytest.approx(0.25 * float(schedule(step)), rel=1e-6)
+        assert history[step]["learning_rate"] == pytest.approx(0.25 * float(schedule(step)), rel=1e-6)
     # The lowered rate is checkpointed: a resumed run continues with it.
     restored = training.build_run(config, tmp_path)
     assert training.restore_latest(restored, required=True).endswith("ckpt-40")
-    assert float(restored.lr_scale.numpy()) == 0.25
-    assert float(restored.optimizer.learning_rate.numpy()) == pytest.approx(0.25 * float(schedule(40)), rel=1e-6)
-    assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
+    assert float(restored.model.lr_scale.numpy()) == 0.25
+    lr = float(restored.model.optimizer.learning_rate.numpy())
+    assert lr == pytest.approx(0.25 * float(schedule(40)), rel=1e-6)
+    assert all(np.isfinite(v.numpy()).all() for v in restored.model.density_variables)
 
 
-@pytest.mark.parametrize("max_rollbacks, poisoned_steps", [(0, 3), (1, 10**6)])
-def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch, max_rollbacks, poisoned_steps):
+@pytest.mark.parametrize("max_rollbacks, attempts", [(0, 1), (1, 10**6)])
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch, max_rollbacks, attempts):
     # No rollback allowed, or a NaN that persists after one: the run stops, naming the step,
     # the rollbacks and the checkpoint that holds the last finite weights.
     config = dataclasses.replace(NAN_CONFIG, max_rollbacks=max_rollbacks)
     run = training.build_run(config, tmp_path)
-    _poison_after_checkpoint(monkeypatch, calls=poisoned_steps)
-    message = (f"3 non-finite steps in a row at step 17 after {max_rollbacks} of --max-rollbacks {max_rollbacks} "
-               "rollbacks")
-    with pytest.raises(NonFiniteLossError, match=message) as e:
+    _poison(monkeypatch, steps_from=15, attempts=attempts)
+    message = (f"non-finite for 3 consecutive steps (last at step 18) after {max_rollbacks} rollback(s) "
+               f"(--max-rollbacks {max_rollbacks})")
+    with pytest.raises(NonFiniteLossError, match=re.escape(message)) as e:
         training.train(run, tmp_path, progress=False)
     assert "the newest checkpoint ckpt-10 holds the last finite weights" in str(e.value)
     restored = training.build_run(config, tmp_path)
     assert training.restore_latest(restored, required=True).endswith("ckpt-10")
-    assert all(np.isfinite(v.numpy()).all() for v in restored.model.trainable_variables)
-    assert float(restored.lr_scale.numpy()) == 1.0  # the scale lowered by the rollback was never saved
+    assert all(np.isfinite(v.numpy()).all() for v in restored.model.density_variables)
+    assert float(restored.model.lr_scale.numpy()) == 1.0  # the scale lowered by the rollback was never saved
 
 
-def test_checkpoint_from_before_the_learning_rate_scale_still_restores(tmp_path):
-    # Runs written before rollbacks lowered the learning rate have no `lr_scale` in their
-    # checkpoints: they restore with scale 1.
+def test_checkpoint_from_before_the_keras_model_still_restores(tmp_path):
+    # Runs written before NHFModel saved `step` as a plain tf.Variable and, before rollbacks
+    # lowered the learning rate, had no `lr_scale`: they restore (with the scale left as it was).
     config = dataclasses.replace(NAN_CONFIG, steps=5)
     old = training.build_run(config)
-    old.step.assign(7)
-    legacy = tf.train.Checkpoint(model=old.model, optimizer=old.optimizer, step=old.step)
+    legacy = tf.train.Checkpoint(model=old.density, optimizer=old.model.optimizer,
+                                 step=tf.Variable(7, dtype=tf.int64, name="step"))
     tf.train.CheckpointManager(legacy, str(tmp_path / training.CHECKPOINT_DIR), max_to_keep=1).save(7)
     run = training.build_run(config, tmp_path)
-    run.lr_scale.assign(0.5)
+    run.model.lr_scale.assign(0.5)
     assert training.restore_latest(run, required=True).endswith("ckpt-7")
-    assert int(run.step.numpy()) == 7 and float(run.lr_scale.numpy()) == 0.5  # left as it was
+    assert run.step == 7 and float(run.model.lr_scale.numpy()) == 0.5  # left as it was
     fresh = training.build_run(config, tmp_path)
     training.restore_latest(fresh, required=True)
-    assert float(fresh.lr_scale.numpy()) == 1.0
+    assert float(fresh.model.lr_scale.numpy()) == 1.0
+    for a, b in zip(old.model.density_variables, fresh.model.density_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_keras_fit_and_evaluate_on_the_model_directly():
+    # The Keras surface: compile + fit on the pipeline, evaluate on held-out points.
+    config = dataclasses.replace(NAN_CONFIG, steps=60, warmup_steps=0, target="mixture")
+    target, train, test = training.load_data(config)
+    model = training.build_model(config, target.dim, train)
+    before = model.evaluate(tf.data.Dataset.from_tensor_slices({"q": test}).batch(100), verbose=0,
+                            return_dict=True)["nll"]
+    history = model.fit(training.sample_batches(train, 64, seed=0, momenta=1), steps_per_epoch=60, epochs=1,
+                        verbose=0, shuffle=False)
+    assert set(history.history) >= {"loss", "grad_norm"} and int(model.train_steps.numpy()) == 60
+    after = model.evaluate(tf.data.Dataset.from_tensor_slices({"q": test}).batch(100), verbose=0,
+                           return_dict=True)["nll"]
+    assert np.isfinite(before) and after < before - 0.2  # 60 steps at the full rate: measured 4.98 -> 4.36
 
 
 def test_float64_end_to_end(tmp_path):
@@ -240,13 +267,13 @@ def test_float64_end_to_end(tmp_path):
     training.train(run, tmp_path, progress=False)
     run = training.build_run(config, tmp_path)
     training.restore_latest(run, required=True)
-    assert all(v.dtype == tf.float64 for v in run.model.trainable_variables)
-    metrics = training.evaluate(run)
+    assert all(v.dtype == tf.float64 for v in run.model.density_variables)
+    metrics = evaluation.evaluate(run)
     assert np.isfinite(metrics["test_nll"]) and np.isfinite(metrics["train_nll"])
-    assert run.model.sample(3, seed=(1, 1)).dtype == tf.float64
+    assert run.density.sample(3, seed=(1, 1)).dtype == tf.float64
     from nhf.export import export_saved_model
 
-    loaded = tf.saved_model.load(str(export_saved_model(run.model, tmp_path / "saved_model", 8)))
+    loaded = tf.saved_model.load(str(export_saved_model(run.density, tmp_path / "saved_model", 8)))
     lp = loaded.log_prob(tf.constant(run.test_data[:5]))
     assert lp.dtype == tf.float64 and np.isfinite(lp.numpy()).all()
 
@@ -258,7 +285,7 @@ def test_vi_mode_reports_ess(tmp_path):
     run = training.build_run(config, tmp_path)
     stats = training.train(run, tmp_path, progress=False)
     assert "vi_ess_fraction" in stats["history"][-1]
-    vi = training.evaluate(run)["vi"]
+    vi = evaluation.evaluate(run)["vi"]
     assert 0 < vi["ess_fraction"] <= 1 and np.isfinite(vi["elbo"])
     assert vi["elbo"] <= vi["log_z_estimate"] + 1e-9  # Jensen: mean log w <= log mean w
 
@@ -278,6 +305,9 @@ def test_help_documents_every_field(capsys):
         assert "--" + f.name.replace("_", "-") in text, f.name
     for flag in ("--run-dir", "--resume", "--eval-only", "--preset", "--debug", "--strategy", "--replicas"):
         assert flag in text
+    # The old spellings stay documented aliases of the names shared with train_hgn.py.
+    for alias in ("--lr", "--lr-final-fraction", "--max-bad-steps", "--jit", "--no-jit"):
+        assert alias in text, alias
 
 
 @pytest.mark.parametrize("argv, code, pattern", [
@@ -314,3 +344,20 @@ def test_cli_subprocess_exit_code_and_single_line():
     assert out.returncode == 2
     lines = [l for l in out.stderr.strip().splitlines() if l.startswith("train_nhf.py: error")]
     assert len(lines) == 1 and "valid targets" in lines[0]
+
+
+def test_old_flag_spellings_and_saved_configs_still_work():
+    # The names shared with train_hgn.py, and the old NHF spellings as aliases (flags and the
+    # keys of a config.json written before the rename).
+    from common.config import config_from_args, from_dict, to_dict
+    from nhf.cli import build_parser
+
+    old = build_parser().parse_args(["--lr", "0.5", "--lr-final-fraction", "0.2", "--max-bad-steps", "7", "--no-jit"])
+    new = build_parser().parse_args(["--learning-rate", "0.5", "--final-lr-fraction", "0.2",
+                                     "--max-nonfinite-steps", "7", "--no-jit-compile"])
+    assert config_from_args(NHFConfig, PRESETS, old) == config_from_args(NHFConfig, PRESETS, new)
+    saved = to_dict(PRESETS["small"])
+    for name, alias in (("learning_rate", "lr"), ("final_lr_fraction", "lr_final_fraction"),
+                        ("max_nonfinite_steps", "max_bad_steps"), ("jit_compile", "jit")):
+        saved[alias] = saved.pop(name)
+    assert from_dict(NHFConfig, saved) == PRESETS["small"]

@@ -79,7 +79,7 @@ def test_sigint_saves_a_checkpoint_before_exiting(tmp_path):
     run = tmp_path / "run"
     proc = _start([*NHF_ARGS, "--checkpoint-every", "1000", "--run-dir", run])
     # TensorBoard scalars appear every 10 steps: wait until training is under way.
-    _wait_for(lambda: any(p.stat().st_size > 400 for p in (run / "tensorboard").glob("events*")), proc)
+    _wait_for(lambda: any(p.stat().st_size > 400 for p in (run / "logs").glob("events*")), proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -98,7 +98,7 @@ def test_same_seed_gives_bit_identical_nhf_losses(tmp_path):
 
     config = dataclasses.replace(PRESETS["small"], target="mixture", steps=8, batch_size=64, train_size=1000,
                                  test_size=200, log_every=1, eval_every=1000, checkpoint_every=1000,
-                                 widths=(16,), encoder_widths=(16,), jit=False, export=False)
+                                 widths=(16,), encoder_widths=(16,), jit_compile=False, export=False)
     losses = []
     for i in range(2):
         run = training.build_run(config, tmp_path / str(i))
