@@ -14,6 +14,9 @@ works for every prepared config, registered or not (TFDS reads unknown configs f
 Generation is local (no download), runs over all cores, shows TFDS's progress bar, and writes
 into TFDS's `incomplete.*` folder, which is renamed only when every split is complete: an
 interrupted run leaves nothing that loads as a whole dataset, and re-running starts afresh.
+Worker processes simulate, render, compress and serialise (`data.records`), starting before
+TensorFlow is imported; the main process only shuffles and writes, with TFDS's own writer, the
+same records as TFDS's generic path (`_generate_examples`, kept for reference and tests).
 """
 from __future__ import annotations
 
@@ -30,9 +33,12 @@ from data.generation import (
     DEFAULT_DT,
     DEFAULT_FRAMES,
     DEFAULT_IMAGE_SIZE,
+    _generation_tasks,
+    _ordered_map,
     generate_chunks,
     validate_generation_args,
 )
+from data.records import encode_range, entry_order, join_entries
 from data.systems import SYSTEMS, get_system
 
 __all__ = [
@@ -188,6 +194,48 @@ class HamiltonianPhysics(tfds.core.GeneratorBasedBuilder):
             citation="Toth et al., Hamiltonian Generative Networks, ICLR 2020.",
         )
 
+    # False: TFDS's generic path (encoding and serialising in the main process), for comparison.
+    _ENCODE_IN_WORKERS = True
+
+    def _generate_splits(self, dl_manager, download_config):
+        if (not self._ENCODE_IN_WORKERS or download_config.max_examples_per_split is not None
+                or download_config.nondeterministic_order):
+            return super()._generate_splits(dl_manager, download_config)
+        from tensorflow_datasets.core import splits as splits_lib
+        from tensorflow_datasets.core import writer as writer_lib
+
+        config = self.builder_config
+        sizes = {"train": (0, config.n_train), "test": (1, config.n_test)}
+        tasks = {split: _generation_tasks(config.system, 0, n, stream, config.n_frames, config.dt, config.image_size,
+                                          config.n_colors, config.noise_std, config.seed)
+                 for split, (stream, n) in sizes.items()}
+        split_infos = []
+        # The pool starts on every task now. Meanwhile this process imports TensorFlow, which TFDS's
+        # writer needs only once the split is complete, and would otherwise import then, idle cores.
+        with _ordered_map(encode_range, tasks["train"] + tasks["test"], self._num_workers) as chunks:
+            import tensorflow  # noqa: F401
+            order = entry_order(self.info.features)
+            for split, (_, n) in sizes.items():
+                template = self._get_filename_template(split_name=split)
+                writer = writer_lib.Writer(
+                    serializer=_SerializedExamples(self.info.features.get_serialized_info()),
+                    filename_template=template, hash_salt=split, disable_shuffling=self.info.disable_shuffling,
+                    example_writer=self._example_writer(), shard_config=download_config.get_shard_config(),
+                    ignore_duplicates=download_config.ignore_duplicates)
+                index = 0
+                with tfds.core.utils.tqdm(total=n, desc=f"Generating {split} examples...", unit=" examples",
+                                          leave=False, mininterval=1.0) as progress:
+                    for _ in tasks[split]:
+                        chunk = next(chunks)
+                        for entries in chunk:
+                            writer.write(index, join_entries(entries, order))
+                            index += 1
+                        progress.update(len(chunk))
+                shard_lengths, size = writer.finalize()
+                split_infos.append(splits_lib.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=size,
+                                                        filename_template=template))
+        return split_infos
+
     def _split_generators(self, dl_manager):
         del dl_manager  # Everything is simulated locally.
         config = self.builder_config
@@ -213,6 +261,16 @@ class HamiltonianPhysics(tfds.core.GeneratorBasedBuilder):
                     "index": index,
                 }
                 index += 1
+
+
+class _SerializedExamples:
+    """A TFDS writer's serializer for examples serialised already (by `data.records`)."""
+
+    def __init__(self, example_specs):
+        self.example_specs = example_specs  # TFDS reads these to describe duplicated keys.
+
+    def serialize_example(self, example: bytes) -> bytes:
+        return example
 
 
 def regenerate_command(config: PhysicsConfig, data_dir: str) -> str:

@@ -13,6 +13,7 @@ Frames are quantised to 8 bits (`round(255 v) / 255`), as the suite stores them,
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -128,6 +129,35 @@ def _chunk_bounds(start: int, stop: int) -> List[Tuple[int, int]]:
     return bounds
 
 
+def _generation_tasks(system: str, start: int, stop: int, stream: int, n_frames: int, dt: float,
+                      image_size: int, n_colors: Optional[int], noise_std: float, seed: int) -> List[Tuple]:
+    """The worker tasks (one per chunk) for examples `start..stop-1` of `stream`."""
+    n_colors = validate_generation_args(system, max(stop - start, 0), n_frames, dt, image_size,
+                                        n_colors, noise_std, seed)
+    return [(system, lo, hi, stream, int(n_frames), float(dt), int(image_size), n_colors,
+             float(noise_std), int(seed)) for lo, hi in _chunk_bounds(start, stop)]
+
+
+@contextlib.contextmanager
+def _ordered_map(function: Callable, tasks: Sequence[Tuple], num_workers: Optional[int]) -> Iterator[Iterator]:
+    """`map(function, tasks)` over `num_workers` processes (None: all cores), results in order.
+
+    With more than one worker the pool starts, and begins on every task, on entry.
+    """
+    workers = available_cores() if num_workers is None else int(num_workers)
+    workers = max(1, min(workers, len(tasks)))
+    if workers == 1:
+        yield map(function, tasks)
+        return
+    # Forked workers start instantly and never re-run the caller's script (spawn would, and an
+    # unguarded script would then recurse). They only run NumPy/SciPy code, never TensorFlow,
+    # so forking a process that has TensorFlow loaded is safe here.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with context.Pool(workers) as pool:
+        yield pool.imap(function, tasks)
+
+
 def generate_chunks(system: str, start: int, stop: int, *, stream: int = 0,
                     n_frames: int = DEFAULT_FRAMES, dt: float = DEFAULT_DT,
                     image_size: int = DEFAULT_IMAGE_SIZE, n_colors: Optional[int] = None,
@@ -142,22 +172,9 @@ def generate_chunks(system: str, start: int, stop: int, *, stream: int = 0,
     Args:
       num_workers: processes to use; None for every available core.
     """
-    n_colors = validate_generation_args(system, max(stop - start, 0), n_frames, dt, image_size,
-                                        n_colors, noise_std, seed)
-    tasks = [(system, lo, hi, stream, int(n_frames), float(dt), int(image_size), n_colors,
-              float(noise_std), int(seed)) for lo, hi in _chunk_bounds(start, stop)]
-    workers = available_cores() if num_workers is None else int(num_workers)
-    workers = max(1, min(workers, len(tasks)))
-    if workers == 1:
-        yield from map(_generate_range, tasks)
-        return
-    # Forked workers start instantly and never re-run the caller's script (spawn would, and an
-    # unguarded script would then recurse). They only run NumPy/SciPy code, never TensorFlow,
-    # so forking a process that has TensorFlow loaded is safe here.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    with context.Pool(workers) as pool:
-        yield from pool.imap(_generate_range, tasks)
+    tasks = _generation_tasks(system, start, stop, stream, n_frames, dt, image_size, n_colors, noise_std, seed)
+    with _ordered_map(_generate_range, tasks, num_workers) as chunks:
+        yield from chunks
 
 
 def _concatenate(chunks: Sequence[Dict[str, object]]) -> Dict[str, object]:

@@ -59,12 +59,20 @@ def test_tiny_build_reloads_with_tfds_load_and_matches_generate_arrays(tiny):
         np.testing.assert_array_equal(example["params"]["m"], arrays["params"]["m"][i])
 
 
-def test_interrupted_generation_leaves_only_an_incomplete_folder(tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", ["workers", "generic"])
+def test_interrupted_generation_leaves_only_an_incomplete_folder(tmp_path, monkeypatch, path):
     def broken(*args, **kwargs):
         yield from ()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("data.builder.generate_chunks", broken)
+    def broken_join(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if path == "workers":  # interrupted in the main process, while the pool is running
+        monkeypatch.setattr("data.builder.join_entries", broken_join)
+    else:
+        monkeypatch.setattr(data.HamiltonianPhysics, "_ENCODE_IN_WORKERS", False)
+        monkeypatch.setattr("data.builder.generate_chunks", broken)
     with pytest.raises(KeyboardInterrupt):
         data.prepare("pendulum", data_dir=str(tmp_path), **TINY)
     assert not list(tmp_path.glob("hamiltonian_physics/*/1.0.0/dataset_info.json"))
@@ -87,6 +95,22 @@ def test_same_seed_same_bytes_different_seed_different_bytes(tiny, tmp_path):
     other = data.prepare("two_body", data_dir=str(tmp_path / "b"), seed=1, **TINY)
     assert _shards(again) and _digest(again) == _digest(builder)
     assert _digest(other) != _digest(builder)
+
+
+@pytest.mark.parametrize("system, settings", [
+    ("pendulum", dict(n_train=130, n_test=2, n_frames=4, image_size=8)),  # two chunks, two workers
+    ("two_body", dict(TINY, noise_std=0.1)),
+    ("three_body", dict(TINY, n_colors=4)),
+])
+def test_worker_records_equal_the_generic_tfds_path(system, settings, tmp_path, monkeypatch):
+    # Workers compress and serialise (data.records); TFDS's generic path does both in this process.
+    fast = data.prepare(system, data_dir=str(tmp_path / "workers"), num_workers=2, **settings)
+    monkeypatch.setattr(data.HamiltonianPhysics, "_ENCODE_IN_WORKERS", False)
+    generic = data.prepare(system, data_dir=str(tmp_path / "generic"), num_workers=2, **settings)
+    assert _shards(fast) and _digest(fast) == _digest(generic)
+    for split in ("train", "test"):
+        assert fast.info.splits[split].shard_lengths == generic.info.splits[split].shard_lengths
+        assert fast.info.splits[split].num_bytes == generic.info.splits[split].num_bytes
 
 
 def _arrays():
