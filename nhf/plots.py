@@ -55,20 +55,30 @@ def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: flo
     hams = model.flow.hamiltonians
     ncols = 3 + len(hams)
     fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.4))
+    # One colour scale for the three density panels, the target's: the model's density is the
+    # exponential of a Monte Carlo bound, and a few noisy grid points far above the target's peak
+    # would otherwise set the scale and leave the rest of the panel dark. Values above it saturate.
     if target.log_prob is not None:
         full = np.zeros((len(pts), d))
         full[:, :2] = pts
-        tl = target.log_prob(tf.constant(full)).numpy().reshape(n_grid, n_grid)
-        axes[0].imshow(np.exp(tl), origin="lower", extent=extent, cmap="viridis")
+        target_density = np.exp(target.log_prob(tf.constant(full)).numpy().reshape(n_grid, n_grid))
+        vmax = float(target_density.max())
+        axes[0].imshow(target_density, origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=vmax)
         axes[0].set_title(f"target: {target.name}" + (" (slice)" if d > 2 else ""))
     else:
         ts = target.sample(n_samples, seed=seed + 1)
-        axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, cmap="viridis")
+        counts, _, _ = np.histogram2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, density=True)
+        vmax = float(counts.max())
+        axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True, vmin=0.0,
+                       vmax=vmax)
         axes[0].set_title(f"target samples: {target.name}")
-    axes[1].imshow(np.exp(model_lp), origin="lower", extent=extent, cmap="viridis")
+    axes[1].imshow(np.exp(model_lp), origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=vmax)
     axes[1].set_title(f"model density (IWAE K={num_momenta})")
-    axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=ranges, cmap="viridis")
+    axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True,
+                   vmin=0.0, vmax=vmax)
     axes[2].set_title("model samples")
+    for ax in axes[:3]:
+        ax.set_xlabel("same colour scale", fontsize=7)
     full = np.zeros((len(pts), d), model.dtype.as_numpy_dtype)
     full[:, :2] = pts
     for t in range(len(hams)):
