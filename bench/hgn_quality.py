@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))  # `common` for the CPU description, run from any 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
 RESULTS = ROOT / "bench" / "results"
-# Per-pixel MSE x 1e-4 over 30-frame rollouts (REFERENCE.md section 2), train / test.
+# Per-pixel MSE x 1e-4 over 30-frame rollouts, train / test: Toth et al. 2020 (arXiv 1909.13789)
+# Table 1, leapfrog; the PyTorch re-implementation's reported figures.
 PUBLISHED = {
     "pendulum": {"paper_leapfrog": [4.90, 11.72], "pytorch_leapfrog_test": 14.97},
     "mass_spring": {"paper_leapfrog": [3.84, 6.23], "pytorch_5frame": [12.15, 12.21]},

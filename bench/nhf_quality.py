@@ -19,7 +19,7 @@ per test point (> 0 when NHF is worse), with its standard error; the pairing can
 points' own difficulty, so it resolves differences far below either model's own standard error.
 
 RealNVP's coupling networks are tracked `tf.Module`s (`tfb.real_nvp_default_template` would
-create untracked compat.v1 variables; REFERENCE.md section 4); MAF uses
+create untracked compat.v1 variables in TF2); MAF uses
 `tfb.AutoregressiveNetwork`, which tracks its variables. Both are seeded: a rerun gives the same figures.
 """
 from __future__ import annotations

@@ -9,7 +9,8 @@ A leapfrog step of a separable H is a composition of shears, so |det J| = 1 exac
 `forward_log_det_jacobian` is zero. The inverse integrates the Hamiltonians in reverse order
 with step -eps (leapfrog is time-reversible), which undoes the forward map up to round-off.
 
-Pitfalls handled (REFERENCE.md section 4): `is_constant_jacobian` stays False (the Jacobian is
+Pitfalls handled (TFP's bijector contract; FFJORD in tfp/bijectors/ffjord.py does the same):
+`is_constant_jacobian` stays False (the Jacobian is
 not constant, only its determinant), `_parameter_properties` is `{}` (the parameters are
 networks), and the networks are `tf.Module`s of `tf.Variable`s so that any distribution holding
 the bijector lists them in `trainable_variables`.
