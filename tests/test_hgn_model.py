@@ -12,23 +12,7 @@ import tensorflow as tf
 from common import PhaseSpace
 from common import integrators
 from hgn import HGN, PRESETS, networks
-
-
-def _disk_movies(n, frames, size=32, dt=0.125, seed=0):
-    """A red disk swinging along x, like a linear oscillator: [n, frames, size, size, 3] in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(frames) * dt
-    amp = rng.uniform(0.2, 0.35, n)[:, None]
-    phase = rng.uniform(0, 2 * np.pi, n)[:, None]
-    cx = 0.5 + amp * np.cos(2.0 * t[None] + phase)
-    grid = (np.arange(size) + 0.5) / size
-    d2 = (grid[None, None, None, :] - cx[:, :, None, None]) ** 2 + (grid[None, None, :, None] - 0.5) ** 2
-    mask = 1.0 / (1.0 + np.exp((np.sqrt(d2) - 0.12) * 80.0))
-    out = np.empty((n, frames, size, size, 3), np.float32)
-    background = np.array([0.321, 0.349, 0.368], np.float32)
-    out[:] = background
-    out = out * (1 - mask[..., None]) + mask[..., None] * np.array([1.0, 0.0, 0.0], np.float32)
-    return out.astype(np.float32)
+from movies import disk_movies, reconstruction_before_and_after_fit
 
 
 def _tiny(**overrides):
@@ -153,7 +137,7 @@ def test_joint_leapfrog_uses_dh_dp_not_p(joint_dynamics_model):
 
 
 def test_every_trainable_variable_gets_a_finite_gradient(joint_model):
-    frames = tf.constant(_disk_movies(2, joint_model.config.window))
+    frames = tf.constant(disk_movies(2, joint_model.config.window))
     with tf.GradientTape() as tape:
         terms = joint_model.compute_losses(frames, training=True)
         total = terms["loss"] + terms["geco_loss"]
@@ -165,7 +149,7 @@ def test_every_trainable_variable_gets_a_finite_gradient(joint_model):
 
 def test_geco_multiplier_rises_while_constraint_violated(joint_model):
     # mse of an untrained model >> kappa = 1e-3, so d(geco_loss)/d(phi) < 0: lambda must grow.
-    frames = tf.constant(_disk_movies(2, joint_model.config.window))
+    frames = tf.constant(disk_movies(2, joint_model.config.window))
     with tf.GradientTape() as tape:
         terms = joint_model.compute_losses(frames)
     g = tape.gradient(terms["geco_loss"], joint_model.geco_param)
@@ -175,7 +159,7 @@ def test_geco_multiplier_rises_while_constraint_violated(joint_model):
 
 def test_rollout_shapes_any_length_and_bad_input(model):
     c = model.config
-    frames = tf.constant(_disk_movies(2, c.input_frames))
+    frames = tf.constant(disk_movies(2, c.input_frames))
     out = model.rollout(frames, 37)
     assert out["frames"].shape == (2, 38, 32, 32, 3)
     assert out["q"].shape == out["p"].shape == (2, 38, 4, 4, c.state_channels)
@@ -190,12 +174,7 @@ def test_rollout_shapes_any_length_and_bad_input(model):
 
 
 def test_tiny_model_trains_and_loss_falls(model):
-    c = model.config
-    movies = _disk_movies(32, c.window, seed=4)
-    ds = tf.data.Dataset.from_tensor_slices({"frames": movies}).shuffle(32, seed=0).batch(c.batch_size).repeat()
-    before = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
-    model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
-    after = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
+    before, after = reconstruction_before_and_after_fit(model, steps=40)
     # 40 Adam steps on a single-disk movie: the per-pixel MSE drops by at least a quarter.
     assert after < 0.75 * before, (before, after)
     assert int(model.train_steps.numpy()) == 40
@@ -224,7 +203,7 @@ def test_nonfinite_step_is_skipped_not_applied():
 def test_objective_variants_give_finite_gradients(overrides):
     keras.utils.set_random_seed(7)
     m = HGN(_tiny(**overrides))
-    frames = tf.constant(_disk_movies(2, m.config.window, seed=8))
+    frames = tf.constant(disk_movies(2, m.config.window, seed=8))
     with tf.GradientTape() as tape:
         terms = m.compute_losses(frames, training=True)
     grads = tape.gradient(terms["loss"], m.network_variables)
@@ -236,7 +215,7 @@ def test_objective_variants_give_finite_gradients(overrides):
 def test_backward_inference_reads_the_last_frames(model):
     # Backward inference must depend on the window's end, not its start.
     c = model.config
-    movie = _disk_movies(1, c.window + 4, seed=9)
+    movie = disk_movies(1, c.window + 4, seed=9)
     a = model.infer(tf.constant(movie[:, :c.window]), backward=True)[0].q.numpy()
     b = model.infer(tf.constant(movie[:, 4:c.window + 4]), backward=True)[0].q.numpy()
     c_ = model.infer(tf.constant(np.concatenate([movie[:, 4:c.window], movie[:, c.window - c.input_frames:c.window]], 1)),
@@ -254,7 +233,7 @@ def test_train_step_under_xla_matches_graph():
         m = HGN(_tiny(objective="beta", variational=False))
         m.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
         m.build_all()
-        ds = tf.data.Dataset.from_tensors({"frames": _disk_movies(4, m.config.window, seed=12)}).repeat()
+        ds = tf.data.Dataset.from_tensors({"frames": disk_movies(4, m.config.window, seed=12)}).repeat()
         hist = m.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
         results.append((hist.history["loss"][-1], [w.numpy() for w in m.network_variables]))
     assert results[0][1] and np.isfinite(results[1][0])
@@ -303,7 +282,7 @@ def test_decoder_chunks_match_one_batched_decoder_call(dtype, chunks, mode):
     batched, chunked = models
     for dst, src in zip(chunked.weights, batched.weights):
         dst.assign(src)
-    frames = tf.constant(_disk_movies(3, c.window, seed=14))
+    frames = tf.constant(disk_movies(3, c.window, seed=14))
     noise = tf.random.stateless_normal([3, 2, *batched.latent_shape], seed=[14, 0])
     loss_1, grads_1 = _loss_and_grads(batched, frames, noise)()
     run_k = _loss_and_grads(chunked, frames, noise)

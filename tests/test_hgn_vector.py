@@ -19,20 +19,9 @@ from common import cpu
 from hgn import HGN, PRESETS, build_model, export, networks
 from hgn import cli as hgn_cli
 from hgn import training
+from movies import disk_movies, reconstruction_before_and_after_fit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _disk_movies(n, frames, size=32, dt=0.125, seed=0):
-    """A red disk swinging along x on the suite's grey background: [n, frames, size, size, 3] in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(frames) * dt
-    cx = 0.5 + rng.uniform(0.2, 0.35, n)[:, None] * np.cos(2.0 * t[None] + rng.uniform(0, 2 * np.pi, n)[:, None])
-    grid = (np.arange(size) + 0.5) / size
-    d2 = (grid[None, None, None, :] - cx[:, :, None, None]) ** 2 + (grid[None, None, :, None] - 0.5) ** 2
-    mask = (1.0 / (1.0 + np.exp((np.sqrt(d2) - 0.12) * 80.0)))[..., None]
-    background = np.array([0.321, 0.349, 0.368], np.float32)
-    return (background * (1 - mask) + mask * np.array([1.0, 0.0, 0.0], np.float32)).astype(np.float32)
 
 
 def _vector(**overrides):
@@ -52,7 +41,7 @@ def test_vector_latent_shapes(vector_model):
     c = vector_model.config
     assert vector_model.transformer is None
     assert vector_model.latent_shape == (2 * c.state_channels,)  # z is (q, p) itself
-    out = vector_model.rollout(tf.constant(_disk_movies(2, c.input_frames)), 7)
+    out = vector_model.rollout(tf.constant(disk_movies(2, c.input_frames)), 7)
     assert out["frames"].shape == (2, 8, 32, 32, 3)
     assert out["q"].shape == (2, 8, c.state_channels) and out["p"].shape == (2, 8, c.state_channels)
     assert out["energy"].shape == (2, 8)
@@ -66,7 +55,7 @@ def test_vector_forward_and_backward_rollouts_invert_each_other():
     m.build_all()
     for net in m.energy_nets.values():  # a random-init H is nearly flat: make the dynamics move O(1)
         net.out.kernel.assign(net.out.kernel * 20.0)
-    state = m.infer(tf.constant(_disk_movies(3, m.config.input_frames, seed=2)))[0]
+    state = m.infer(tf.constant(disk_movies(3, m.config.input_frames, seed=2)))[0]
     forward = m.integrate(state, 20, 0.125)
     moved = float(tf.reduce_max(tf.abs(forward.q[-1] - state.q)))
     end = type(state)(forward.q[-1], forward.p[-1])
@@ -98,12 +87,7 @@ def test_vector_forward_and_backward_rollouts_invert_each_other():
 ])
 def test_every_variant_trains_and_its_loss_falls(overrides):
     config = dataclasses.replace(PRESETS["tiny"], steps=40, learning_rate=3e-3, **overrides)
-    model = build_model(config)
-    movies = _disk_movies(32, config.window, seed=4)
-    ds = tf.data.Dataset.from_tensor_slices({"frames": movies}).shuffle(32, seed=0).batch(config.batch_size).repeat()
-    before = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
-    model.fit(ds, steps_per_epoch=40, epochs=1, verbose=0)
-    after = float(model.evaluate(ds, steps=4, verbose=0, return_dict=True)["reconstruction"])
+    before, after = reconstruction_before_and_after_fit(build_model(config), steps=40)
     # 40 Adam steps on a single-disk movie: the per-pixel MSE drops by at least a quarter.
     assert after < 0.75 * before, (before, after)
 
@@ -122,7 +106,7 @@ np.savez(sys.argv[3], frames=out["frames"].numpy(), q=out["q"].numpy())
 
 def test_vector_saved_model_loads_in_a_fresh_process(vector_model, tmp_path):
     path = export(vector_model, tmp_path / "saved_model")
-    frames = _disk_movies(2, vector_model.config.input_frames, seed=5)
+    frames = disk_movies(2, vector_model.config.input_frames, seed=5)
     np.savez(tmp_path / "in.npz", frames=frames)
     (tmp_path / "load.py").write_text(_LOADER)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH="")
@@ -216,7 +200,7 @@ def test_split_mode_is_the_mean_of_a_forward_and_a_backward_half(vector_model):
     split.compile(optimizer=keras.optimizers.Adam())
     split.build_all()
     split.set_weights(vector_model.get_weights())
-    frames = tf.constant(_disk_movies(4, c.window, seed=9))
+    frames = tf.constant(disk_movies(4, c.window, seed=9))
     got = split.compute_losses(frames)["reconstruction"]
     forward = vector_model._window_terms(frames[:2], backward=False, training=False)[0]
     backward = vector_model._window_terms(frames[2:], backward=True, training=False)[0]
