@@ -39,6 +39,18 @@ PUBLISHED = {
 DEFAULT_TRAIN_ARGS = ["--preset", "quality"]
 
 
+def _without_curves(long_horizon):
+    """The long-horizon metrics with the per-frame curves rounded (they are plotted beside)."""
+    if long_horizon is None:
+        return None
+    out = dict(long_horizon)
+    for direction in ("forward", "backward"):
+        out[direction] = {k: ([round(v * 1e4, 2) for v in val] if k == "per_frame_mse" else val)
+                          for k, val in long_horizon[direction].items()}
+        out[direction]["per_frame_mse_x1e4"] = out[direction].pop("per_frame_mse")
+    return out
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
@@ -82,6 +94,8 @@ def main(argv=None) -> int:
         for ext in ("png", "gif"):
             shutil.copyfile(run_dir / f"rollout_{direction}.{ext}", RESULTS / f"{stem}_rollout_{direction}.{ext}")
     shutil.copyfile(run_dir / "mse_over_time.png", RESULTS / f"{stem}_mse_over_time.png")
+    if (run_dir / "long_horizon.png").is_file():
+        shutil.copyfile(run_dir / "long_horizon.png", RESULTS / f"{stem}_long_horizon.png")
     report = {
         "command": "python bench/hgn_quality.py " + " ".join(sys.argv[1:] if argv is None else argv + (["--", *extra] if extra else [])),
         "train_command": " ".join(Path(c).name if i < 2 else c for i, c in enumerate(cmd)),
@@ -101,6 +115,7 @@ def main(argv=None) -> int:
         "latent_r2": metrics["latent_r2"]["r2_mean"],
         "time_rescaling": metrics.get("time_rescaling"),
         "energy": metrics["energy"],
+        "long_horizon": _without_curves(metrics.get("long_horizon")),
         "published_x1e4_train_test": PUBLISHED.get(args.dataset),
         "config": metrics["config"],
         "cpu": cpu.describe(),
@@ -109,9 +124,17 @@ def main(argv=None) -> int:
         "mean_frame_mse_x1e4": metrics.get("test_mean_frame_mse_x1e4"),
         "test_curve": json.loads((run_dir / "test_curve.json").read_text()) if (run_dir / "test_curve.json").is_file() else None,
         "note": args.note or "CPU; the paper trains 500k steps of batch 128 on GPUs",
-        "pictures": [f"{stem}_rollout_forward.png", f"{stem}_rollout_backward.png", f"{stem}_mse_over_time.png"],
+        "pictures": [f"{stem}_rollout_forward.png", f"{stem}_rollout_backward.png", f"{stem}_mse_over_time.png",
+                     *([f"{stem}_long_horizon.png"] if (run_dir / "long_horizon.png").is_file() else [])],
     }
     out = RESULTS / f"{stem}.json"
+    if args.eval_only and out.is_file():
+        # A re-evaluation (e.g. with metrics added since) keeps the training run's own record.
+        before = json.loads(out.read_text())
+        for key in ("command", "train_command", "train_seconds", "wall_minutes_total", "test_curve", "note"):
+            if before.get(key) is not None:
+                report[key] = before[key]
+        report["evaluated_separately"] = "python bench/hgn_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"test MSE x1e-4: forward {report['test_mse_x1e4']['forward']:.2f}, "
           f"backward {report['test_mse_x1e4']['backward']:.2f} after {report['steps']} steps; wrote {out}")

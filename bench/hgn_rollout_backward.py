@@ -43,8 +43,7 @@ def main(argv=None) -> int:
 
     config = config_lib.from_dict(HGNConfig, saved["config"])
     builder = data.prepare(saved["dataset"], data_dir=saved["data_dir"], n_train=config.n_train, n_test=config.n_test,
-                           n_frames=config.data_frames, dt=config.dt, image_size=config.image_size,
-                           seed=config.data_seed)
+                           **config.data_variant())
     frames = _load_eval_split(builder, "test", config, config.eval_trajectories)["frames"]
     module = tf.saved_model.load(str(run_dir / "saved_model"))
     t0 = time.time()

@@ -20,20 +20,20 @@ __all__ = ["add_variant_arguments", "main", "variant_from_args"]
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a dataset variant (shared by `data.generate` and `data.show`)."""
     from data.builder import DEFAULT_DATA_DIR, DEFAULT_TEST, DEFAULT_TRAIN
-    from data.generation import DEFAULT_DT, DEFAULT_FRAMES, DEFAULT_IMAGE_SIZE
+    from data.generation import DEFAULT_DT, DEFAULT_FRAMES, DEFAULT_IMAGE_SIZE, VARIANT_HELP
 
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="TFDS data directory (default: %(default)s; $HAMILTONIAN_DATA_DIR overrides)")
     parser.add_argument("--train", type=int, default=DEFAULT_TRAIN, help="train trajectories (default: %(default)s)")
     parser.add_argument("--test", type=int, default=DEFAULT_TEST, help="test trajectories (default: %(default)s)")
     parser.add_argument("--paper", action="store_true", help="paper scale: 50,000 train / 10,000 test")
-    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames per trajectory (default: %(default)s)")
-    parser.add_argument("--dt", type=float, default=DEFAULT_DT, help="time between frames (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="pixels (default: %(default)s)")
-    parser.add_argument("--colors", type=int, default=None,
-                        help="palette size (default: 1 for one body, else the number of bodies)")
-    parser.add_argument("--noise-std", type=float, default=0.0, help="Gaussian pixel noise (default: 0)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+    default = " (default: %(default)s)"
+    parser.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=VARIANT_HELP["frames"] + default)
+    parser.add_argument("--dt", type=float, default=DEFAULT_DT, help=VARIANT_HELP["dt"] + default)
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help=VARIANT_HELP["image_size"] + default)
+    parser.add_argument("--colors", type=int, default=None, help=VARIANT_HELP["colors"])
+    parser.add_argument("--noise-std", type=float, default=0.0, help=VARIANT_HELP["noise_std"] + default)
+    parser.add_argument("--seed", type=int, default=0, help=VARIANT_HELP["seed"] + default)
 
 
 def variant_from_args(args: argparse.Namespace) -> Dict[str, object]:

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_DT",
     "DEFAULT_FRAMES",
     "DEFAULT_IMAGE_SIZE",
+    "VARIANT_HELP",
     "available_cores",
     "generate_arrays",
     "generate_chunks",
@@ -40,6 +41,17 @@ DEFAULT_FRAMES = 32
 DEFAULT_DT = 0.125
 DEFAULT_IMAGE_SIZE = 32
 CHUNK_SIZE = 128
+# What each dataset-variant setting means: one definition, the help text of the flags of
+# `python -m data.generate` and of `train_hgn.py` (whose config records the variant it trained on).
+VARIANT_HELP = {
+    "frames": "frames per trajectory",
+    "dt": "time between frames",
+    "image_size": "frame height and width in pixels",
+    "colors": "palette size: each example draws distinct colours for its bodies from it (default: 1 for one "
+              "body, else the number of bodies)",
+    "noise_std": "standard deviation of Gaussian pixel noise, added before clipping to [0, 1]",
+    "seed": "seed of the generated dataset",
+}
 
 
 def available_cores() -> int:

@@ -7,6 +7,7 @@ Run directory layout:
     logs/                  TensorBoard
     metrics.json           evaluation (see hgn.evaluation) and timings
     rollout_{forward,backward}.{png,gif}, mse_over_time.png, latent_energy.png, samples.gif,
+    long_horizon.png       per-frame test MSE beyond the training window (--long-horizon-frames)
     training_curves.png    reconstruction MSE (training batches and the test curve), KL, GECO multiplier
     test_curve.json        test MSE forward and backward during training (--curve-every-minutes)
     saved_model/           SavedModel (see hgn.export)
@@ -174,8 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say(f"preparing {dataset} ({config.n_train} train / {config.n_test} test trajectories) in {data_dir}")
     def prepare():
         return data.prepare(dataset, data_dir=data_dir, n_train=config.n_train, n_test=config.n_test,
-                            n_frames=config.data_frames, dt=config.dt, image_size=config.image_size,
-                            seed=config.data_seed)
+                            **config.data_variant())
 
     # Multi-worker: the chief generates the dataset first; the others then find it (shared or local
     # storage: generation is seeded, so a worker that has to make its own copy makes the same one).
@@ -218,10 +218,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t2 = time.time()
     train_arrays = _load_eval_split(builder, "train", config, config.eval_trajectories)
     test_arrays = _load_eval_split(builder, "test", config, config.eval_trajectories)
-    n_fine = min(64, config.eval_trajectories)
-    fine = data.generate_arrays(dataset, n_fine, n_frames=2 * (config.eval_frames - 1) + 1, dt=config.dt / 2,
-                                image_size=config.image_size, seed=config.data_seed + 7919)["images"]
-    metrics = evaluation.evaluate(model, train_arrays, test_arrays, fine_test=fine)
+    # Fresh test trajectories (other seeds than the dataset's) of the same variant: rendered at
+    # dt / 2 for the time-rescaling check, and longer ones for the long-horizon evaluation.
+    variant = config.data_variant()
+    fine = data.generate_arrays(dataset, min(64, config.eval_trajectories), **{
+        **variant, "n_frames": 2 * (config.eval_frames - 1) + 1, "dt": config.dt / 2,
+        "seed": config.data_seed + 7919})["images"]
+    long_test = None
+    if config.long_horizon_frames:
+        long_test = data.generate_arrays(dataset, config.long_horizon_trajectories, num_workers=None, **{
+            **variant, "n_frames": config.long_horizon_start + config.long_horizon_frames,
+            "seed": config.data_seed + 104729})["images"]
+    metrics = evaluation.evaluate(model, train_arrays, test_arrays, fine_test=fine, long_test=long_test)
     samples = model.sample(8, config.eval_frames - 1, seed=config.seed + 1)["frames"].numpy()
     files = plots.save_run_plots(run_dir, metrics, test_arrays["frames"], samples, config.input_frames, config.dt)
     history = load_history(run_dir, end)
@@ -249,4 +257,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say(f"step {end}: test MSE x1e-4 forward {metrics['test_forward']['mse_x1e4']:.2f}, "
         f"backward {metrics['test_backward']['mse_x1e4']:.2f} (mean-frame baseline "
         f"{metrics['test_mean_frame_mse_x1e4']:.2f}); wrote {run_dir}")
+    if "long_horizon" in metrics:
+        lh = metrics["long_horizon"]
+        say(f"long horizon, {lh['frames_beyond']} frames beyond the window: test MSE x1e-4 forward "
+            f"{lh['forward']['mse_x1e4']:.2f}, backward {lh['backward']['mse_x1e4']:.2f}; VPT "
+            f"{lh['forward']['vpt_median_frames']:g} / {lh['backward']['vpt_median_frames']:g} frames")
     return 0

@@ -24,6 +24,7 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 from common.config import field, non_negative, one_of, positive
+from data.generation import VARIANT_HELP  # NumPy only: the config module stays free of TensorFlow
 
 ENCODERS = ("strided", "full_res")
 DECODERS = ("upsample", "residual")
@@ -119,12 +120,20 @@ class HGNConfig:
     # Data.
     n_train: int = field(50_000, "training trajectories")
     n_test: int = field(10_000, "test trajectories")
-    data_frames: int = field(32, "frames per generated trajectory (>= window and >= eval_frames)")
-    data_seed: int = field(0, "seed of the generated dataset")
+    # The dataset variant (the flags of `python -m data.generate`, same meaning: --frames and
+    # --data-frames are one flag; the dataset's --seed is --data-seed here).
+    data_frames: int = field(32, VARIANT_HELP["frames"] + " (>= --window and >= --eval-frames)", aliases=("--frames",))
+    data_seed: int = field(0, VARIANT_HELP["seed"])
+    colors: Optional[int] = field(None, VARIANT_HELP["colors"])
+    noise_std: float = field(0.0, VARIANT_HELP["noise_std"])
     # Evaluation.
     eval_frames: int = field(30, "frames per evaluation rollout (the paper's 30)")
     eval_trajectories: int = field(1000, "train and test trajectories scored by the evaluation")
     energy_steps: int = field(1000, "rollout length for the latent energy drift")
+    long_horizon_frames: int = field(
+        60, "long-horizon evaluation (Botev et al. 2021's protocol): MSE and VPT over this many frames beyond "
+            "the training window, forward and backward, on freshly rendered longer test trajectories; 0: off")
+    long_horizon_trajectories: int = field(256, "trajectories of that long-horizon evaluation")
     curve_every_minutes: Optional[float] = field(
         None, "score test MSE (forward and backward) every this many minutes of training time into "
               "test_curve.json and TensorBoard (the time spent scoring is not counted; none: off)")
@@ -136,8 +145,9 @@ class HGNConfig:
                  "checkpoint_every", "max_nonfinite_steps", "n_train", "n_test", "data_frames", "eval_frames",
                  "eval_trajectories", "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels",
                  "geco_init_lambda", "geco_learning_rate", "max_train_minutes", "curve_every_minutes",
-                 "curve_trajectories")
-        non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps", "curriculum_steps")
+                 "curve_trajectories", "colors", "long_horizon_trajectories")
+        non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps", "curriculum_steps", "noise_std",
+                     "long_horizon_frames")
         if not 0.0 < self.rollback_lr_factor <= 1.0:
             raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
         one_of(self, "encoder", ENCODERS)
@@ -182,6 +192,17 @@ class HGNConfig:
         if self.latent == "spatial" and (len(self.hamiltonian_kernels) != len(self.hamiltonian_widths) + 1 or
                                          len(self.hamiltonian_strides) != len(self.hamiltonian_widths) + 1):
             raise ValueError("--hamiltonian-kernels and --hamiltonian-strides need one entry per hidden width plus one")
+
+    def data_variant(self) -> Dict[str, object]:
+        """The dataset variant as keyword arguments of `data.prepare` and `data.generate_arrays`."""
+        return dict(n_frames=self.data_frames, dt=self.dt, image_size=self.image_size, n_colors=self.colors,
+                    noise_std=self.noise_std, seed=self.data_seed)
+
+    @property
+    def long_horizon_start(self) -> int:
+        """The first frame of the long-horizon evaluation: past the training window and the
+        standard `eval_frames` rollout."""
+        return max(self.window, self.eval_frames)
 
 
 # The CPU recipe (bench/hgn_recipe.py; README "HGN recipe"): DeepMind's HGN++ layout (vector
@@ -235,7 +256,8 @@ PRESETS: Dict[str, HGNConfig] = {
         hamiltonian_widths=(8, 8), hamiltonian_kernels=(3, 2, 2), hamiltonian_strides=(1, 2, 1),
         decoder_width=8, decoder_depth=1, learning_rate=3e-3, batch_size=4, steps=20, checkpoint_every=10,
         compute_dtype="float32",  # tests compare against float32 references on every CPU
-        n_train=16, n_test=8, data_frames=12, eval_frames=10, eval_trajectories=8, energy_steps=50),
+        n_train=16, n_test=8, data_frames=12, eval_frames=10, eval_trajectories=8, energy_steps=50,
+        long_horizon_frames=6, long_horizon_trajectories=4),
 }
 
 DEFAULT_PRESET = "quick"

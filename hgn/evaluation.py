@@ -9,6 +9,9 @@ Conventions (the paper's and Botev et al. 2021's):
 * VPT: per trajectory, mse_norm_t = mean((gt - pred)^2) / mean(gt^2) over the extrapolated
   frames t >= k; VPT is the number of extrapolated frames before the first one above 0.025
   (all of them if none is); the median over trajectories is reported.
+* Long horizon (Botev et al. 2021): on longer test trajectories, the MSE over the frames
+  beyond the training window only, forward and backward (backward: the frames before the
+  last `window`), and the VPT of the whole rollout.
 """
 from __future__ import annotations
 
@@ -91,6 +94,39 @@ def score_rollouts(model: HGN, frames: np.ndarray, backward: bool) -> Dict[str, 
             "_pred": pred}
 
 
+def long_horizon(model: HGN, frames: np.ndarray, start: int) -> Dict[str, object]:
+    """Rollout quality beyond the training window, forward and backward.
+
+    Args:
+      frames: `[N, T, ...]` test trajectories longer than `start`.
+      start: the first frame beyond the training window (`HGNConfig.long_horizon_start`). Forward
+        rollouts are scored on frames `start..T-1`; backward rollouts, which infer from the
+        last k frames, on frames `0..T-1-start` (as far beyond their window, in backward time).
+
+    Returns:
+      `{"frames_beyond": T - start, "rollout_frames": T, "forward": {...}, "backward": {...}}`,
+      each direction with `mse_x1e4` over the frames beyond, its `per_frame_mse` curve, and the
+      median and mean VPT of the whole rollout (at most T - k frames).
+    """
+    n_frames = frames.shape[1]
+    if not 0 < start < n_frames:
+        raise ValueError(f"long-horizon start {start} must be in (0, {n_frames}): the trajectories are too short")
+    k = model.config.input_frames
+    out: Dict[str, object] = {"frames_beyond": n_frames - start, "rollout_frames": n_frames}
+    for direction in ("forward", "backward"):
+        backward = direction == "backward"
+        pred = rollout_predictions(model, frames, backward=backward)["frames"]
+        # In the rollout's own time, the frames beyond the window are its last T - start.
+        gt_x = frames[:, ::-1] if backward else frames
+        pred_x = pred[:, ::-1] if backward else pred
+        curve = per_frame_mse(gt_x, pred_x)[:, start:]
+        vpt = valid_prediction_time(gt_x, pred_x, k)
+        out[direction] = {"mse_x1e4": float(curve.mean() * 1e4), "per_frame_mse": curve.mean(axis=0).tolist(),
+                          "vpt_median_frames": float(np.median(vpt)), "vpt_mean_frames": float(vpt.mean())}
+    out["mean_frame_mse_x1e4"] = mean_frame_mse(frames[:, start:])
+    return out
+
+
 def mean_frame_mse(frames: np.ndarray) -> float:
     """Per-pixel MSE x 1e-4 of predicting every frame of `frames` `[N, T, H, W, 3]` as their mean frame.
 
@@ -159,8 +195,11 @@ def latent_r2(train_latent, train_x: np.ndarray, test_latent, test_x: np.ndarray
 
 
 def evaluate(model: HGN, train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
-             fine_test: Optional[np.ndarray] = None) -> Dict[str, object]:
+             fine_test: Optional[np.ndarray] = None, long_test: Optional[np.ndarray] = None) -> Dict[str, object]:
     """Every metric on `{"frames": [N, T, ...], "x": [N, T, 2d]}` train and test trajectories.
+
+    `fine_test` (test trajectories rendered at dt / 2) adds `time_rescaling`; `long_test` (test
+    trajectories of `long_horizon_start + long_horizon_frames` frames) adds `long_horizon`.
 
     Returns:
       A JSON-ready dict, plus private `_`-prefixed arrays for the plots (strip them before saving).
@@ -178,6 +217,8 @@ def evaluate(model: HGN, train: Dict[str, np.ndarray], test: Dict[str, np.ndarra
     metrics["energy"] = energy_drift(model, test["frames"][:32], model.config.energy_steps)
     if fine_test is not None:
         metrics["time_rescaling"] = time_rescaling(model, fine_test)
+    if long_test is not None:
+        metrics["long_horizon"] = long_horizon(model, long_test, model.config.long_horizon_start)
     fwd_train, fwd_test = preds[("train", "forward")], preds[("test", "forward")]
     metrics["latent_r2"] = latent_r2((fwd_train["q"], fwd_train["p"]), train["x"],
                                      (fwd_test["q"], fwd_test["p"]), test["x"])

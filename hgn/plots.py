@@ -91,6 +91,23 @@ def mse_over_time(path, curves: Dict[str, Sequence[float]], input_frames: int) -
     _save_fig(fig, path)
 
 
+def long_horizon(path, metrics: Dict[str, object]) -> None:
+    """Per-frame test MSE (x 1e-4) beyond the training window, forward and backward, against the
+    mean-frame baseline of those frames (`metrics`: `hgn.evaluation.long_horizon`'s)."""
+    start = metrics["rollout_frames"] - metrics["frames_beyond"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for direction in ("forward", "backward"):
+        curve = np.asarray(metrics[direction]["per_frame_mse"]) * 1e4
+        ax.plot(start + np.arange(len(curve)), curve,
+                label=f"{direction} (mean {metrics[direction]['mse_x1e4']:.1f})")
+    ax.axhline(metrics["mean_frame_mse_x1e4"], color="grey", ls="--", lw=1, label="mean-frame baseline")
+    ax.set_xlabel("frames since the rollout's first frame (backward: in backward time)")
+    ax.set_ylabel("per-pixel MSE x 1e-4")
+    ax.set_title(f"long horizon: {metrics['frames_beyond']} frames beyond the training window")
+    ax.legend(fontsize=8)
+    _save_fig(fig, path)
+
+
 def latent_energy(path, energy: np.ndarray, dt: float, n_lines: int = 8) -> None:
     """H_t - H_0 of the latent rollout for a few trajectories `[N, T]`."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -150,4 +167,7 @@ def save_run_plots(out_dir, metrics: Dict[str, object], test_frames: np.ndarray,
     latent_energy(out / "latent_energy.png", metrics["energy"]["_energy"], dt)
     samples_gif(out / "samples.gif", samples)
     files.update(mse="mse_over_time.png", energy="latent_energy.png", samples="samples.gif")
+    if "long_horizon" in metrics:
+        long_horizon(out / "long_horizon.png", metrics["long_horizon"])
+        files["long_horizon"] = "long_horizon.png"
     return files

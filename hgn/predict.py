@@ -60,7 +60,8 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
     Returns:
       `(export folder, info)`: info holds `input_frames`, `dt`, `image_size` and
       `serving_caps` (empty for exports older than the caps) from `hgn_config.json`, and
-      `data`: the run's dataset settings `{"dataset", "data_seed", "data_frames"}` when known
+      `data`: the run's dataset settings `{"dataset", "data_seed", "data_frames", "colors",
+      "noise_std"}` when known
       (a run directory, or an export inside one), else None.
 
     Raises:
@@ -100,7 +101,8 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
     if run_config is not None:
         c = run_config.get("config", {})
         info["data"] = {"dataset": run_config["dataset"], "data_seed": c.get("data_seed", 0),
-                        "data_frames": c.get("data_frames")}
+                        "data_frames": c.get("data_frames"), "colors": c.get("colors"),
+                        "noise_std": c.get("noise_std", 0.0)}
     return export, info
 
 
@@ -247,7 +249,7 @@ def _grey(image: np.ndarray) -> bool:
 
 
 def held_out_clip(system: str, index: int, *, input_frames: int, dt: float, image_size: int, data_seed: int = 0,
-                  data_frames: int = 32) -> Dict[str, object]:
+                  data_frames: int = 32, colors: Optional[int] = None, noise_std: float = 0.0) -> Dict[str, object]:
     """Test trajectory `index` of a rendered physics dataset: the clip and its true state.
 
     The trajectory is example `index` of the test stream that `data.prepare` renders into the
@@ -258,8 +260,9 @@ def held_out_clip(system: str, index: int, *, input_frames: int, dt: float, imag
       system: one of `data.SYSTEMS`.
       index: the example (>= 0).
       input_frames: k; the clip is the first k frames.
-      dt, image_size, data_seed, data_frames: the dataset's settings (those of the run; a
-        bare SavedModel gets the data package's defaults, seed 0 and 32 frames).
+      dt, image_size, data_seed, data_frames, colors, noise_std: the dataset variant (the run's;
+        a bare SavedModel gets the data package's defaults: seed 0, 32 frames, the system's
+        colours, no noise).
 
     Returns:
       dict: `frames` `[k, S, S, 3]` float32, `x` `[k, 2 d]` the true state at each frame,
@@ -276,7 +279,7 @@ def held_out_clip(system: str, index: int, *, input_frames: int, dt: float, imag
     if index < 0:
         raise ValueError(f"--index must be >= 0, got {index}")
     chunk = next(generate_chunks(system, index, index + 1, stream=1, n_frames=max(data_frames, input_frames), dt=dt,
-                                 image_size=image_size, seed=data_seed))
+                                 image_size=image_size, n_colors=colors, noise_std=noise_std, seed=data_seed))
     return {"frames": chunk["frames"][0, :input_frames].astype(np.float32) / np.float32(255.0),
             "x": chunk["x"][0, :input_frames], "params": chunk["params"], "color_index": chunk["color_index"]}
 
@@ -475,7 +478,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       file=sys.stderr)
             example = held_out_clip(args.dataset, args.index, input_frames=k, dt=float(info["dt"]), image_size=size,
                                     data_seed=int(settings.get("data_seed") or 0),
-                                    data_frames=int(settings.get("data_frames") or data.DEFAULT_FRAMES))
+                                    data_frames=int(settings.get("data_frames") or data.DEFAULT_FRAMES),
+                                    colors=settings.get("colors"), noise_std=float(settings.get("noise_std") or 0.0))
             clip = example["frames"]
             source = f"{args.dataset} #{args.index}"
             reference = 0 if args.direction == "forward" else k - 1

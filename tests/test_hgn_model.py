@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from common import PhaseSpace
 from common import integrators
-from hgn import HGN, PRESETS, networks
+from hgn import HGN, PRESETS, evaluation, networks
 from movies import disk_movies, reconstruction_before_and_after_fit
 
 
@@ -347,3 +347,31 @@ def test_decoder_last_conv_runs_in_compute_dtype_and_outputs_float32():
     out = dec(q)
     assert out.dtype == tf.float32 and dec.layers[-2].compute_dtype == "bfloat16"
     assert float(tf.reduce_min(out)) > 0.0 and float(tf.reduce_max(out)) < 1.0
+
+
+def test_long_horizon_scores_only_the_frames_beyond_the_window(dynamics_model):
+    m = dynamics_model
+    start, beyond, k = m.config.long_horizon_start, 5, m.config.input_frames
+    movie = disk_movies(3, start + beyond, seed=4)
+    lh = evaluation.long_horizon(m, movie, start)
+    assert lh["frames_beyond"] == beyond and lh["rollout_frames"] == start + beyond
+    forward = evaluation.rollout_predictions(m, movie)["frames"]
+    backward = evaluation.rollout_predictions(m, movie, backward=True)["frames"]
+    # Forward: frames start.. ; backward (inferred from the last k): the first `beyond` frames.
+    expected = {"forward": np.mean((movie[:, start:] - forward[:, start:]) ** 2) * 1e4,
+                "backward": np.mean((movie[:, :beyond] - backward[:, :beyond]) ** 2) * 1e4}
+    for direction in ("forward", "backward"):
+        assert lh[direction]["mse_x1e4"] == pytest.approx(expected[direction], rel=1e-6)
+        assert len(lh[direction]["per_frame_mse"]) == beyond
+        assert 0 <= lh[direction]["vpt_median_frames"] <= start + beyond - k
+    # Frames inside the window but after inference do not count forward; frames beyond do.
+    inside, outside = movie.copy(), movie.copy()
+    inside[:, k:start] = 1.0 - inside[:, k:start]
+    outside[:, start:] = 1.0 - outside[:, start:]
+    assert evaluation.long_horizon(m, inside, start)["forward"]["mse_x1e4"] == pytest.approx(
+        lh["forward"]["mse_x1e4"], rel=1e-6)
+    corrupted = evaluation.long_horizon(m, outside, start)["forward"]["mse_x1e4"]
+    assert corrupted == pytest.approx(np.mean((outside[:, start:] - forward[:, start:]) ** 2) * 1e4, rel=1e-6)
+    assert corrupted > lh["forward"]["mse_x1e4"] + 50
+    with pytest.raises(ValueError, match="too short"):
+        evaluation.long_horizon(m, movie[:, :start], start)

@@ -136,7 +136,9 @@ def test_export_loads_in_fresh_process_with_identical_outputs(arrays, tmp_path):
 def cli_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     run, data_dir = base / "run", base / "data"
+    # A dataset variant (data.generate's flags): two colours, pixel noise, --frames for --data-frames.
     args = ["--dataset", "pendulum", "--preset", "tiny", "--steps", "4", "--checkpoint-every", "2",
+            "--colors", "2", "--noise-std", "0.02", "--frames", "13",
             "--run-dir", str(run), "--data-dir", str(data_dir), "--verbose", "0"]
     proc = _cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -156,6 +158,14 @@ def test_cli_writes_every_output(cli_run):
         assert np.isfinite(metrics[key]["mse_x1e4"]) and len(metrics[key]["per_frame_mse"]) == 10
     for key in ("energy", "time_rescaling", "latent_r2"):
         assert key in metrics
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert (config["colors"], config["noise_std"], config["data_frames"]) == (2, 0.02, 13)
+    # The variant was generated (TFDS config name tags: 13 frames, 2 colours, noise 0.02).
+    assert [p.name for p in (cli_run[1] / "hamiltonian_physics").glob("pendulum*")] == ["pendulum_t13_c2_noise0p02_n16x8"]
+    long = metrics["long_horizon"]
+    assert long["frames_beyond"] == 6 and long["rollout_frames"] == 10 + 6
+    assert all(np.isfinite(long[d]["mse_x1e4"]) for d in ("forward", "backward"))
+    assert (run / "long_horizon.png").exists()
 
 
 def test_cli_resume_continues_from_saved_step(cli_run):
@@ -174,6 +184,8 @@ def test_cli_resume_continues_from_saved_step(cli_run):
     (["--steps", "-5"], "--steps must be > 0"),
     (["--resume", "--run-dir", "/nonexistent/hgn-run"], "does not exist"),
     (["--eval-only"], "--eval-only needs --resume"),
+    (["--noise-std", "-0.1"], "--noise-std must be >= 0"),
+    (["--colors", "0"], "--colors must be > 0"),
 ])
 def test_cli_bad_input_exits_nonzero_with_one_line(args, reason):
     proc = _cli(*args, timeout=120)
