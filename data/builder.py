@@ -11,7 +11,8 @@ non-default setting, in this order:
 e.g. `pendulum_dt0p1_n50000x10000`. `tfds.load("hamiltonian_physics/<config>", data_dir=D)`
 works for every prepared config, registered or not (TFDS reads unknown configs from files).
 
-Generation is local (no download), runs over all cores, shows TFDS's progress bar, and writes
+Generation is local (no download), runs over all cores, shows one progress bar per split
+(`progress=False`: none; TFDS's own download notices and shuffling bars are left out), and writes
 into TFDS's `incomplete.*` folder, which is renamed only when every split is complete: an
 interrupted run leaves nothing that loads as a whole dataset, and re-running starts afresh.
 Worker processes simulate, render, compress and serialise (`data.records`), starting before
@@ -20,7 +21,9 @@ same records as TFDS's generic path (`_generate_examples`, kept for reference an
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from data.generation import (
     DEFAULT_DT,
@@ -162,9 +166,17 @@ class HamiltonianPhysics(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [make_config(system) for system in SYSTEMS]
     DEFAULT_CONFIG_NAME = "pendulum"
 
-    def __init__(self, *, num_workers: Optional[int] = None, **kwargs):
+    def __init__(self, *, num_workers: Optional[int] = None, progress: bool = True, **kwargs):
         self._num_workers = num_workers
+        self._progress = progress
         super().__init__(**kwargs)
+
+    # TFDS announces a "download" of unknown size and its completion; callers say what they do.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
@@ -223,15 +235,16 @@ class HamiltonianPhysics(tfds.core.GeneratorBasedBuilder):
                     example_writer=self._example_writer(), shard_config=download_config.get_shard_config(),
                     ignore_duplicates=download_config.ignore_duplicates)
                 index = 0
-                with tfds.core.utils.tqdm(total=n, desc=f"Generating {split} examples...", unit=" examples",
-                                          leave=False, mininterval=1.0) as progress:
+                with tqdm.tqdm(total=n, desc=f"generating {config.system} {split}", unit=" examples", leave=False,
+                               mininterval=1.0, disable=not self._progress) as progress:
                     for _ in tasks[split]:
                         chunk = next(chunks)
                         for entries in chunk:
                             writer.write(index, join_entries(entries, order))
                             index += 1
                         progress.update(len(chunk))
-                shard_lengths, size = writer.finalize()
+                with _tfds_progress_bars(False):  # its shuffling bar: a few seconds of noise
+                    shard_lengths, size = writer.finalize()
                 split_infos.append(splits_lib.SplitInfo(name=split, shard_lengths=shard_lengths, num_bytes=size,
                                                         filename_template=template))
         return split_infos
@@ -293,18 +306,44 @@ def regenerate_command(config: PhysicsConfig, data_dir: str) -> str:
     return " ".join(flags)
 
 
-def builder_for(config: PhysicsConfig, data_dir: str, num_workers: Optional[int] = None) -> HamiltonianPhysics:
+def builder_for(config: PhysicsConfig, data_dir: str, num_workers: Optional[int] = None,
+                progress: bool = True) -> HamiltonianPhysics:
     """The builder of `config` in `data_dir` (registered configs are passed by name, as TFDS requires)."""
     # A config name determines every setting (see `config_name`), so equal names are equal configs.
-    if config.name in HamiltonianPhysics.builder_configs:
-        return HamiltonianPhysics(config=config.name, data_dir=data_dir, num_workers=num_workers)
-    return HamiltonianPhysics(config=config, data_dir=data_dir, num_workers=num_workers)
+    name = config.name if config.name in HamiltonianPhysics.builder_configs else config
+    return HamiltonianPhysics(config=name, data_dir=data_dir, num_workers=num_workers, progress=progress)
+
+
+@contextlib.contextmanager
+def _tfds_progress_bars(enable: bool):
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    before = tqdm_utils._active  # noqa: SLF001 - TFDS keeps the switch private; restore what was there
+    tfds.display_progress_bar(enable)
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(before)
+
+
+class _TFDSNotices(logging.Filter):
+    """Drops two TFDS warnings that tell a user of this package nothing: every non-default variant
+    is a "custom data configuration", and TFDS's own reader calls a property it deprecated."""
+
+    _DROP = ("Using custom data configuration", "`FeatureConnector.dtype` is deprecated")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self._DROP))
+
+
+logging.getLogger("absl").addFilter(_TFDSNotices())
 
 
 def prepare(system: str, *, data_dir: Optional[str] = None, n_train: int = DEFAULT_TRAIN,
             n_test: int = DEFAULT_TEST, n_frames: int = DEFAULT_FRAMES, dt: float = DEFAULT_DT,
             image_size: int = DEFAULT_IMAGE_SIZE, n_colors: Optional[int] = None, noise_std: float = 0.0,
-            seed: int = 0, num_workers: Optional[int] = None, overwrite: bool = False) -> HamiltonianPhysics:
+            seed: int = 0, num_workers: Optional[int] = None, overwrite: bool = False,
+            progress: bool = True) -> HamiltonianPhysics:
     """Makes sure the dataset variant exists in `data_dir` (generating it if not); returns its builder.
 
     Args:
@@ -314,6 +353,7 @@ def prepare(system: str, *, data_dir: Optional[str] = None, n_train: int = DEFAU
       n_frames, dt, image_size, n_colors, noise_std, seed: as in `generate_arrays`.
       num_workers: generation processes (None: all cores).
       overwrite: delete an existing copy of this variant first.
+      progress: show a progress bar per split while generating.
 
     Returns:
       The prepared `HamiltonianPhysics` builder (`builder.as_dataset(split=...)` reads it).
@@ -324,10 +364,10 @@ def prepare(system: str, *, data_dir: Optional[str] = None, n_train: int = DEFAU
     config = make_config(system, n_train=n_train, n_test=n_test, n_frames=n_frames, dt=dt,
                          image_size=image_size, n_colors=n_colors, noise_std=noise_std, seed=seed)
     data_dir = DEFAULT_DATA_DIR if data_dir is None else os.fspath(data_dir)
-    builder = builder_for(config, data_dir, num_workers)
+    builder = builder_for(config, data_dir, num_workers, progress)
     if overwrite and Path(builder.data_dir).exists():
         shutil.rmtree(builder.data_dir)
-        builder = builder_for(config, data_dir, num_workers)
+        builder = builder_for(config, data_dir, num_workers, progress)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
     return builder

@@ -175,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     say(f"preparing {dataset} ({config.n_train} train / {config.n_test} test trajectories) in {data_dir}")
     def prepare():
         return data.prepare(dataset, data_dir=data_dir, n_train=config.n_train, n_test=config.n_test,
-                            **config.data_variant())
+                            progress=bool(args.verbose) and chief, **config.data_variant())
 
     # Multi-worker: the chief generates the dataset first; the others then find it (shared or local
     # storage: generation is seeded, so a worker that has to make its own copy makes the same one).

@@ -15,6 +15,7 @@ Conventions (the paper's and Botev et al. 2021's):
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Dict, Optional
 
@@ -25,6 +26,17 @@ from hgn.model import HGN
 
 VPT_THRESHOLD = 0.025
 _ROLLOUT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class _OwnRetracing(logging.Filter):
+    """TensorFlow warns when functions made from one lambda trace several times; `_rollout_fn`
+    makes one per rollout kind on purpose (each traced once), so its warnings are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_rollout_fn.<locals>" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_OwnRetracing())
 
 
 def _batched(fn, arrays, batch_size: int):
