@@ -6,7 +6,7 @@ TensorFlow before their arguments are checked.
 """
 import importlib
 
-_SUBMODULES = ("callbacks", "config", "cpu", "distribute", "integrators", "runs", "schedules")
+_SUBMODULES = ("callbacks", "config", "console", "cpu", "distribute", "integrators", "runs", "schedules")
 _NAMES = {
     "EnergyFn": "common.hamiltonians",
     "Hamiltonian": "common.hamiltonians",

@@ -181,7 +181,7 @@ def fit_with_rollbacks(model: keras.Model, dataset_from: Callable[[int], tf.data
                        say: Callable[[str], None] = print, hint: str = "Try a lower --learning-rate") -> int:
     """`model.fit` from `model.train_steps` to `steps`, with checkpoints and rollbacks; returns the rollbacks.
 
-    Each epoch is `checkpoint_every` steps (the progress bar's unit). A `NonFiniteGuard` stops
+    Each epoch is `checkpoint_every` steps (the progress bar's unit; all `steps` when fewer). A `NonFiniteGuard` stops
     `fit` after `max_nonfinite_steps` skipped steps in a row; then `roll_back()` restores the
     newest checkpoint and lowers the learning rate (it returns what it did, passed to `say`), the
     streak is cleared and `fit` restarts from the restored step, at most `max_rollbacks` times.
@@ -213,9 +213,10 @@ def fit_with_rollbacks(model: keras.Model, dataset_from: Callable[[int], tf.data
         guard = NonFiniteGuard(max_nonfinite_steps)
         checkpointer = StepCheckpoint(manager, checkpoint_every, steps)
         checkpointer.after_save = after_save
+        epoch = min(checkpoint_every, steps)  # a run shorter than one interval: one epoch of its steps
         try:
-            model.fit(dataset_from(start), epochs=math.ceil(steps / checkpoint_every), steps_per_epoch=checkpoint_every,
-                      initial_epoch=start // checkpoint_every,
+            model.fit(dataset_from(start), epochs=math.ceil(steps / epoch), steps_per_epoch=epoch,
+                      initial_epoch=start // epoch,
                       callbacks=[guard, *(callbacks(checkpointer) if callbacks else [checkpointer])],
                       verbose=verbose, shuffle=False)
         except KeyboardInterrupt:

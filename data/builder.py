@@ -12,7 +12,8 @@ e.g. `pendulum_dt0p1_n50000x10000`. `tfds.load("hamiltonian_physics/<config>", d
 works for every prepared config, registered or not (TFDS reads unknown configs from files).
 
 Generation is local (no download), runs over all cores, shows one progress bar per split
-(`progress=False`: none; TFDS's own download notices and shuffling bars are left out), and writes
+(`progress=False`: none; TFDS's own download notices and shuffling bars are left out; see
+`common.console` for its warnings), and writes
 into TFDS's `incomplete.*` folder, which is renamed only when every split is complete: an
 interrupted run leaves nothing that loads as a whole dataset, and re-running starts afresh.
 Worker processes simulate, render, compress and serialise (`data.records`), starting before
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -324,19 +324,6 @@ def _tfds_progress_bars(enable: bool):
         yield
     finally:
         tfds.display_progress_bar(before)
-
-
-class _TFDSNotices(logging.Filter):
-    """Drops two TFDS warnings that tell a user of this package nothing: every non-default variant
-    is a "custom data configuration", and TFDS's own reader calls a property it deprecated."""
-
-    _DROP = ("Using custom data configuration", "`FeatureConnector.dtype` is deprecated")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(self._DROP))
-
-
-logging.getLogger("absl").addFilter(_TFDSNotices())
 
 
 def prepare(system: str, *, data_dir: Optional[str] = None, n_train: int = DEFAULT_TRAIN,

@@ -24,7 +24,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from common import config as config_lib
-from common import cpu, distribute
+from common import console, cpu, distribute
 from common.runs import RunError, atomic_write_json, check_writable_dir, holds_checkpoints, load_history
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
 
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     run.add_argument("--eval-only", action="store_true", help="with --resume: only evaluate and re-export")
     run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                     help="0 silent, 1 progress bar, 2 one line per checkpoint interval (default 1)")
+                     help="0 silent, 1 progress bar, 2 one line per checkpoint interval and the libraries' "
+                          "warnings (default 1)")
     run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     from hgn.export import MAX_BATCH, MAX_SAMPLES, MAX_STEPS
 
@@ -149,6 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `train_hgn.py` (see `DESCRIPTION`); returns the exit status."""
     args, config, dataset, run_dir, data_dir = _resolve(argv)
     check_writable_dir(run_dir)
+    console.quiet(args.verbose < 2)
     try:
         # Before anything initialises TensorFlow's devices (mirrored splits the CPU).
         strategy = distribute.make_strategy(args.strategy, args.replicas)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from common import distribute
+from common import console, distribute
 from common.config import config_from_args, config_parser, from_dict
 from common.runs import check_writable_dir
 from nhf.config import PRESETS, NHFConfig
@@ -61,7 +61,10 @@ def build_parser():
                      help="continue from the newest checkpoint in --run-dir (same step, optimizer state, random stream)")
     run.add_argument("--eval-only", action="store_true",
                      help="with --resume: re-evaluate the newest checkpoint and rewrite the outputs, no training")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                     help="0 silent, 1 progress bar, 2 one line per checkpoint interval and the libraries' "
+                          "warnings (default 1)")
+    run.add_argument("--no-progress", dest="verbose", action="store_const", const=0, help="same as --verbose 0")
     run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     distribute.add_arguments(parser)
     return parser
@@ -102,8 +105,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from nhf.training import run_experiment  # after argument checks
 
+    console.quiet(args.verbose < 2)
     metrics = run_experiment(config, run_dir, resume=args.resume, eval_only=args.eval_only,
-                             progress=not args.no_progress, strategy=strategy)
+                             progress=args.verbose, strategy=strategy)
     if metrics.get("chief") is False:
         print(json.dumps({k: metrics[k] for k in ("target", "step", "chief", "final_loss")}))
         print("worker done (outputs are written by the chief)")

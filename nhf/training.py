@@ -288,7 +288,7 @@ class TrainingStats(keras.callbacks.Callback):
             self.timed_steps += 1
 
 
-def train(run: Run, run_dir, progress: bool = True,
+def train(run: Run, run_dir, progress: int = 1,
           extra_callbacks: Optional[List[keras.callbacks.Callback]] = None) -> Dict:
     """Trains `run` with `fit` from its current step to `config.steps`.
 
@@ -337,7 +337,7 @@ def train(run: Run, run_dir, progress: bool = True,
             model, lambda step: training_batches(run, step), manager=run.manager, steps=c.steps,
             checkpoint_every=c.checkpoint_every, max_nonfinite_steps=c.max_nonfinite_steps,
             max_rollbacks=c.max_rollbacks, roll_back=roll_back, callbacks=callbacks, after_save=write_history,
-            verbose=1 if progress and chief else 0, say=lambda line: print(f"warning: {line}", file=sys.stderr),
+            verbose=int(progress) if chief else 0, say=lambda line: print(f"warning: {line}", file=sys.stderr),
             hint="Try a smaller --learning-rate or --step-size, or --dtype float64")
     write_history()
     per_step = (stats.last - stats.timed_from) / stats.timed_steps if stats.timed_steps else float("nan")
@@ -391,7 +391,7 @@ def _final_metrics(run: Run, restored: Optional[str], stats: Dict, history: list
 
 
 def train_and_evaluate(config: NHFConfig, run_dir, *, resume: bool = False, eval_only: bool = False,
-                       progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
+                       progress: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
                        samples: Optional[np.ndarray] = None) -> Tuple[Run, Dict[str, object]]:
     """`run_experiment`, also returning the `Run` (its trained `density`)."""
     run_dir = Path(run_dir)
@@ -424,7 +424,7 @@ def train_and_evaluate(config: NHFConfig, run_dir, *, resume: bool = False, eval
 
 
 def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_only: bool = False,
-                   progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
+                   progress: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
                    samples: Optional[np.ndarray] = None) -> Dict[str, object]:
     """Trains (or re-evaluates) and writes every output into `run_dir`.
 
@@ -438,7 +438,8 @@ def run_experiment(config: NHFConfig, run_dir, *, resume: bool = False, eval_onl
       resume: continue from the newest checkpoint in `run_dir` (same step, optimizer state,
         learning-rate scale and random stream), under this or any other strategy.
       eval_only: with `resume`, only re-evaluate and rewrite the outputs.
-      progress: show a progress bar.
+      progress: Keras's verbosity: 0 (or False) nothing, 1 (or True) a progress bar, 2 one line
+        per checkpoint interval.
       strategy: the `tf.distribute` strategy to train under (`common.distribute.make_strategy`;
         None: the default strategy). `config.batch_size` is the global batch. Only the chief
         writes outputs; a non-chief worker trains, then returns `{"target", "step", "chief":

@@ -117,3 +117,27 @@ def test_load_history_keeps_what_the_checkpoint_covers(tmp_path):
     atomic_write_json(tmp_path / HISTORY_FILE, [{"step": s, "loss": 1.0 / s} for s in (50, 100, 150)])
     assert [h["step"] for h in load_history(tmp_path, 100)] == [50, 100]
     assert load_history(str(tmp_path), 0) == []
+
+
+def test_console_quiet_drops_only_the_listed_library_notices(caplog):
+    import logging
+
+    from common import console
+
+    tf_logger, absl_logger = logging.getLogger("tensorflow"), logging.getLogger("absl")
+    noise = "From x.py:95: LinearOperator.graph_parents (from tensorflow.python.ops.linalg) is deprecated"
+    try:
+        console.quiet(True)
+        console.quiet(True)  # idempotent
+        with caplog.at_level(logging.WARNING):
+            tf_logger.warning(noise)
+            absl_logger.warning("Using custom data configuration: %s", "PhysicsConfig(...)")
+            tf_logger.warning("a real problem with the run")
+        assert [r.getMessage() for r in caplog.records] == ["a real problem with the run"]
+        caplog.clear()
+        console.quiet(False)  # --verbose 2: the notices are back
+        with caplog.at_level(logging.WARNING):
+            tf_logger.warning(noise)
+        assert [r.getMessage() for r in caplog.records] == [noise]
+    finally:
+        console.quiet(False)

@@ -142,11 +142,15 @@ def cli_run(tmp_path_factory):
             "--run-dir", str(run), "--data-dir", str(data_dir), "--verbose", "0"]
     proc = _cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return run, data_dir
+    return run, data_dir, proc
 
 
 def test_cli_writes_every_output(cli_run):
-    run, _ = cli_run
+    run, _, proc = cli_run
+    # --verbose 0: nothing on stdout, and none of the libraries' notices on stderr.
+    assert proc.stdout == ""
+    for noise in ("Using custom data configuration", "Downloading and preparing", "graph_parents", "retracing"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
     for name in ("config.json", "metrics.json", "rollout_forward.png", "rollout_forward.gif", "rollout_backward.png",
                  "rollout_backward.gif", "mse_over_time.png", "latent_energy.png", "samples.gif",
                  "saved_model/saved_model.pb"):
@@ -169,7 +173,7 @@ def test_cli_writes_every_output(cli_run):
 
 
 def test_cli_resume_continues_from_saved_step(cli_run):
-    run, data_dir = cli_run
+    run, data_dir, _ = cli_run
     proc = _cli("--run-dir", str(run), "--resume", "--steps", "6", "--verbose", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
