@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cpu
 from common.runs import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,10 @@ def main(argv=None) -> int:
         "entropy": entropy, "entropy_stderr": entropy_stderr, "test_nll_minus_entropy": metrics["test_nll"] - entropy,
         "kl_paired": float(gap.mean()), "kl_paired_stderr": float(gap.std() / np.sqrt(len(gap))),
         "within_0.1_nats": bool(abs(metrics["test_nll"] - entropy) < 0.1 and gap.mean() < 0.1),
+        "bench_command": "python bench/nhf_data_demo.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "cpu": cpu.describe(),
+        "threads": {k: os.environ.get(k) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")},
+        "affinity_cores": sorted(os.sched_getaffinity(0)),
     }
     print(json.dumps(result, indent=1))
     atomic_write_json(args.out, result)

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""The five-system HGN table: one row per system from its `bench/hgn_quality.py` result.
+
+    python bench/hgn_systems.py                   # the results named in RUNS
+    python bench/hgn_systems.py --markdown-only   # print the README table, write nothing
+
+Reads `bench/results/hgn_quality_<system>_<tag>.json` (written by the commands recorded in
+each file), prints the README's table (test MSE x 1e-4 over 30 frames forward and backward,
+the mean-frame baseline, VPT, the long horizon, latent R^2, energy drift, steps and training
+minutes, the paper's Table 1 and the PyTorch re-implementation beside them) and writes
+`bench/results/hgn_systems.json` (the rows, with the commands and CPUs they came from) and
+`bench/results/hgn_systems.png` (each system's forward rollout strip, ground truth above
+prediction).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+# system -> the tag of its quality run (the file hgn_quality_<system>_<tag>.json).
+RUNS = {
+    "pendulum": "quality_50min",
+    "mass_spring": "quality_30min",
+    "double_pendulum": "quality_50min",
+    "two_body": "quality_50min",
+    "three_body": "quality_50min",
+}
+# Test MSE x 1e-4 the issue's goals are set against: Toth et al. 2020 Table 1 (leapfrog) and the
+# PyTorch re-implementation (pendulum: its leapfrog test figure; the others: its 5-frame model).
+PAPER = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 16.47, "three_body": 9.80}
+PYTORCH = {"pendulum": 14.97, "mass_spring": 7.12, "two_body": 6.33, "three_body": 3.35}
+GOAL = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 6.33, "three_body": 9.80}
+
+
+def row(system: str, result: dict) -> dict:
+    long = result.get("long_horizon") or {}
+    out = {
+        "system": system,
+        "file": f"hgn_quality_{system}_{RUNS[system]}.json",
+        "test_forward": result["test_mse_x1e4"]["forward"],
+        "test_backward": result["test_mse_x1e4"]["backward"],
+        "mean_frame": result.get("mean_frame_mse_x1e4"),
+        "vpt_forward": result["vpt_median_frames"]["test_forward"],
+        "vpt_backward": result["vpt_median_frames"]["test_backward"],
+        "long_forward": long.get("forward", {}).get("mse_x1e4"),
+        "long_backward": long.get("backward", {}).get("mse_x1e4"),
+        "long_vpt_forward": long.get("forward", {}).get("vpt_median_frames"),
+        "long_vpt_backward": long.get("backward", {}).get("vpt_median_frames"),
+        "long_frames_beyond": long.get("frames_beyond"),
+        "latent_r2": result["latent_r2"],
+        "energy_relative_drift": result["energy"]["relative_drift"],
+        "energy_steps": result["energy"]["steps"],
+        "steps": result["steps"],
+        "train_minutes": None if result.get("train_seconds") is None else round(result["train_seconds"] / 60, 1),
+        "paper_test": PAPER.get(system),
+        "pytorch_test": PYTORCH.get(system),
+        "goal": GOAL.get(system),
+        "command": result.get("command"),
+        "cpu": (result.get("cpu") or {}).get("model"),
+        "note": result.get("note"),
+    }
+    if out["goal"] is not None:
+        out["goal_met"] = max(out["test_forward"], out["test_backward"]) <= out["goal"]
+    return out
+
+
+def _num(value, fmt="{:.2f}"):
+    return "—" if value is None else fmt.format(value)
+
+
+def markdown(rows) -> str:
+    lines = ["| system | test MSE fwd / bwd | mean frame | VPT fwd / bwd | 60 frames beyond: MSE fwd / bwd, VPT | "
+             "latent R^2 | energy drift | steps, train min | paper | PyTorch | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        long = (f"{_num(r['long_forward'], '{:.1f}')} / {_num(r['long_backward'], '{:.1f}')}, "
+                f"{_num(r['long_vpt_forward'], '{:g}')} / {_num(r['long_vpt_backward'], '{:g}')}")
+        goal = "report" if r["goal"] is None else f"<= {r['goal']:g} " + ("(met)" if r["goal_met"] else "(missed)")
+        lines.append(
+            f"| {r['system']} | **{r['test_forward']:.2f} / {r['test_backward']:.2f}** | {_num(r['mean_frame'], '{:.1f}')} "
+            f"| {r['vpt_forward']:g} / {r['vpt_backward']:g} | {long} | {r['latent_r2']:.2f} "
+            f"| {r['energy_relative_drift']:.3f} | {r['steps']}, {_num(r['train_minutes'], '{:g}')} "
+            f"| {_num(r['paper_test'], '{:g}')} | {_num(r['pytorch_test'], '{:g}')} | {goal} |")
+    return "\n".join(lines)
+
+
+def strips(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = [plt.imread(RESULTS / f"hgn_quality_{r['system']}_{RUNS[r['system']]}_rollout_forward.png") for r in rows]
+    fig, axes = plt.subplots(len(images), 1, figsize=(12, 1.6 * len(images) * images[0].shape[0] / 140))
+    for ax, image, r in zip(axes, images, rows):
+        ax.imshow(image)
+        ax.set_axis_off()
+        ax.set_title(f"{r['system']}: test MSE x1e-4 {r['test_forward']:.2f} forward (ground truth above prediction)",
+                     fontsize=8, loc="left")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--markdown-only", action="store_true")
+    args = parser.parse_args(argv)
+    rows, missing = [], []
+    for system, tag in RUNS.items():
+        path = RESULTS / f"hgn_quality_{system}_{tag}.json"
+        if path.is_file():
+            rows.append(row(system, json.loads(path.read_text())))
+        else:
+            missing.append(str(path.relative_to(ROOT)))
+    if not rows:
+        parser.error(f"no results: run bench/hgn_quality.py first (missing {', '.join(missing)})")
+    print(markdown(rows))
+    if missing:
+        print(f"missing: {', '.join(missing)}", file=sys.stderr)
+    if not args.markdown_only:
+        (RESULTS / "hgn_systems.json").write_text(json.dumps({"rows": rows, "missing": missing}, indent=2) + "\n")
+        strips(rows, RESULTS / "hgn_systems.png")
+        print(f"wrote {RESULTS / 'hgn_systems.json'} and hgn_systems.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
