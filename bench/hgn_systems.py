@@ -29,10 +29,12 @@ RUNS = {
     "two_body": "quality_50min",
     "three_body": "quality_50min",
 }
-# Test MSE x 1e-4 the goals are set against: Toth et al. 2020 Table 1 (leapfrog) and the
-# PyTorch re-implementation (pendulum: its leapfrog test figure; the others: its 5-frame model).
+# Published test MSE x 1e-4: Toth et al. 2020 Table 1 (leapfrog) and the PyTorch
+# re-implementation (pendulum: its leapfrog test figure; the others: its 5-frame model, as in
+# bench/hgn_quality.py's PUBLISHED; the table gives 7.12 for mass_spring, a figure we
+# could not trace, so the traced 12.21 is shown).
 PAPER = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 16.47, "three_body": 9.80}
-PYTORCH = {"pendulum": 14.97, "mass_spring": 7.12, "two_body": 6.33, "three_body": 3.35}
+PYTORCH = {"pendulum": 14.97, "mass_spring": 12.21, "two_body": 6.33, "three_body": 3.35}
 GOAL = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 6.33, "three_body": 9.80}
 
 
