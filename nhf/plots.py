@@ -71,7 +71,8 @@ def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: flo
         vmax = float(counts.max())
         axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True, vmin=0.0,
                        vmax=vmax)
-        axes[0].set_title(f"target samples: {target.name}")
+        # A data file's name can be long: on its own line, in a smaller font, so it fits the panel.
+        axes[0].set_title(f"target samples\n{target.name}", fontsize="medium")
     axes[1].imshow(np.exp(model_lp), origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=vmax)
     axes[1].set_title(f"model density (IWAE K={num_momenta})")
     axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True,
