@@ -118,7 +118,8 @@ def long_horizon(model: HGN, frames: np.ndarray, start: int) -> Dict[str, object
     Returns:
       `{"frames_beyond": T - start, "rollout_frames": T, "forward": {...}, "backward": {...}}`,
       each direction with `mse_x1e4` over the frames beyond, its `per_frame_mse` curve, and the
-      median and mean VPT of the whole rollout (at most T - k frames).
+      median and mean VPT of the whole rollout (at most T - k frames); `mean_frame_mse_x1e4`
+      is the mean-frame baseline of frames `start..T-1`.
     """
     n_frames = frames.shape[1]
     if not 0 < start < n_frames:
