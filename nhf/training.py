@@ -404,8 +404,13 @@ def train_and_evaluate(config: NHFConfig, run_dir, *, resume: bool = False, eval
             # A non-chief worker resumed from the chief's folder: keep its own copy as the
             # rollback target, as the chief has one.
             run.manager.save(checkpoint_number=run.step)
+        say = print if progress and run.chief else (lambda *a: None)  # one line per phase
+        if restored:
+            say(f"resumed from {restored} at step {run.step}")
         if run.chief:
             atomic_write_json(run_dir / CONFIG_FILE, config_lib.to_dict(config))
+        if not eval_only and run.step < config.steps:
+            say(f"training on {run.target.name} to step {config.steps} in {run_dir}")
         stats = {} if eval_only else train(run, run_dir, progress=progress)
         history = stats.get("history") or load_history(run_dir, run.step)
         if not run.chief:
@@ -415,6 +420,7 @@ def train_and_evaluate(config: NHFConfig, run_dir, *, resume: bool = False, eval
             return run, {"target": run.target.name, "step": run.step, "chief": False,
                          "final_loss": history[-1]["loss"] if history else None,
                          "training": {k: v for k, v in stats.items() if k != "history"}}
+        say("evaluating and exporting")
         metrics = evaluation.write_outputs(run, run_dir, _final_metrics(run, restored, stats, history), history)
         distribute.barrier(strategy)
         return run, metrics
