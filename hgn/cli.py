@@ -26,7 +26,7 @@ import numpy as np
 from common import config as config_lib
 from common import console, cpu, distribute
 from common.runs import RunError, atomic_write_json, check_writable_dir, holds_checkpoints, load_history
-from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
+from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig, presets_for
 
 DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
 
@@ -109,7 +109,7 @@ def _resolve(argv: Optional[Sequence[str]]):
             base = config_lib.from_dict(HGNConfig, saved["config"])
             config = config_lib.config_from_args(HGNConfig, {args.preset: base}, args)
         else:
-            config = config_lib.config_from_args(HGNConfig, PRESETS, args)
+            config = config_lib.config_from_args(HGNConfig, presets_for(dataset), args)
     except ValueError as e:
         parser.error(str(e))
     distribute.check_arguments(parser, args, config.batch_size)

@@ -196,3 +196,21 @@ def test_cli_bad_input_exits_nonzero_with_one_line(args, reason):
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.startswith("train_hgn.py: error")]
     assert len(lines) == 1 and reason in lines[0], proc.stderr[-2000:]
+
+
+def test_dataset_picks_up_its_system_settings_and_flags_still_win():
+    from hgn import cli
+    from hgn.config import PRESETS, SYSTEM_SETTINGS
+
+    def config_of(*argv):
+        return cli._resolve(list(argv))[1]
+
+    settings = SYSTEM_SETTINGS["double_pendulum"]
+    for preset in ("quick", "quality"):
+        config = config_of("--dataset", "double_pendulum", "--preset", preset)
+        assert {k: getattr(config, k) for k in settings} == settings
+        # Everything else is the recipe's.
+        assert dataclasses.replace(config, **{k: getattr(PRESETS[preset], k) for k in settings}) == PRESETS[preset]
+    assert config_of("--dataset", "pendulum") == PRESETS["quick"]
+    assert config_of("--dataset", "double_pendulum", "--preset", "paper") == PRESETS["paper"]
+    assert config_of("--dataset", "double_pendulum", "--curriculum-steps", "500").curriculum_steps == 500
