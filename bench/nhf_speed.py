@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from common import cpu
 from common.runs import atomic_write_json
 from data import targets
 from nhf import training
@@ -80,11 +81,13 @@ def main(argv=None) -> int:
     parser.add_argument("--stability-steps", type=int, default=0, help="steps per target for the NaN check (0: skip)")
     parser.add_argument("--targets", default=",".join(targets.names()), help="comma-separated targets for the NaN check")
     parser.add_argument("--out", default="bench/results/nhf_speed.json", help="results JSON")
+    parser.add_argument("--note", default="timings are a median of repeats; say here what else ran on the machine",
+                        help="conditions to record (other load)")
     args = parser.parse_args(argv)
     results = {"command": "python bench/nhf_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
-                           "tensorflow": tf.__version__},
-               "note": "shared 2-core CPU with other TensorFlow jobs running: timings are noisy; median of repeats",
+                           "tensorflow": tf.__version__, "cpu": cpu.describe()},
+               "note": args.note,
                "original_code": {"seconds_per_step": ORIGINAL_SECONDS_PER_STEP,
                                  "samples_per_second": ORIGINAL_SAMPLES_PER_SECOND, "batch_size": 10}}
     out = Path(args.out)
