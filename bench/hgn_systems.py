@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "bench"))  # its sibling hgn_quality.py, run from any folder
+
+from hgn_quality import PUBLISHED  # noqa: E402
 # system -> the tag of its quality run (the file hgn_quality_<system>_<tag>.json).
 RUNS = {
     "pendulum": "quality_50min",
@@ -29,12 +32,13 @@ RUNS = {
     "two_body": "quality_50min",
     "three_body": "quality_50min",
 }
-# Published test MSE x 1e-4: Toth et al. 2020 Table 1 (leapfrog) and the PyTorch
-# re-implementation (pendulum: its leapfrog test figure; the others: its 5-frame model, as in
-# bench/hgn_quality.py's PUBLISHED; the table gives 7.12 for mass_spring, a figure we
-# could not trace, so the traced 12.21 is shown).
-PAPER = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 16.47, "three_body": 9.80}
-PYTORCH = {"pendulum": 14.97, "mass_spring": 12.21, "two_body": 6.33, "three_body": 3.35}
+# Published test MSE x 1e-4, from bench/hgn_quality.py's table of the paper (Toth et al. 2020
+# Table 1, leapfrog) and the PyTorch re-implementation (pendulum: its leapfrog test figure; the
+# others: its 5-frame model; the table gives 7.12 for mass_spring, a figure we could not
+# trace, so the traced 12.21 is shown).
+PAPER = {system: figures["paper_leapfrog"][1] for system, figures in PUBLISHED.items()}
+PYTORCH = {system: figures.get("pytorch_leapfrog_test", figures.get("pytorch_5frame", [None, None])[1])
+           for system, figures in PUBLISHED.items()}
 GOAL = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 6.33, "three_body": 9.80}
 
 
