@@ -85,10 +85,13 @@ def per_frame_mse(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def valid_prediction_time(gt: np.ndarray, pred: np.ndarray, start: int) -> np.ndarray:
-    """VPT per trajectory: extrapolated frames (from `start`) before mse_norm exceeds 0.025."""
+    """VPT per trajectory: extrapolated frames (from `start`) before mse_norm exceeds 0.025
+    (0 when nothing is extrapolated, as when the paper's model infers from every frame it shows)."""
     err = per_frame_mse(gt, pred)[:, start:]
     norm = np.mean(np.square(gt.astype(np.float64)), axis=(2, 3, 4))[:, start:]
     bad = err / np.maximum(norm, 1e-12) > VPT_THRESHOLD
+    if bad.shape[1] == 0:
+        return np.zeros(len(bad), np.int64)
     return np.where(bad.any(axis=1), bad.argmax(axis=1), bad.shape[1]).astype(np.int64)
 
 

@@ -375,3 +375,16 @@ def test_long_horizon_scores_only_the_frames_beyond_the_window(dynamics_model):
     assert corrupted > lh["forward"]["mse_x1e4"] + 50
     with pytest.raises(ValueError, match="too short"):
         evaluation.long_horizon(m, movie[:, :start], start)
+
+
+def test_valid_prediction_time_counts_extrapolated_frames_before_the_first_bad_one():
+    gt = np.full((3, 8, 2, 2, 3), 0.5, np.float32)
+    pred = gt.copy()
+    # mse_norm = err / mean(gt^2) = err / 0.25 > 0.025 once err > 0.00625: an offset of 0.1 is bad.
+    pred[0, 5:] += 0.1  # bad from frame 5: 3 good extrapolated frames after k = 2
+    pred[1, 2:] += 0.05  # err 0.0025 (mse_norm 0.01) everywhere: never bad, all 6
+    pred[2, 1] += 0.5  # an inference frame (< k) does not count; frame 2 bad: 0
+    pred[2, 2] += 0.1
+    assert evaluation.valid_prediction_time(gt, pred, 2).tolist() == [3, 6, 0]
+    # Nothing extrapolated (the paper's model reconstructs every frame it infers from): 0, not an error.
+    assert evaluation.valid_prediction_time(gt, pred, 8).tolist() == [0, 0, 0]
