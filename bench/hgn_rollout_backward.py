@@ -38,13 +38,13 @@ def main(argv=None) -> int:
     import data
     from common import config as config_lib
     from common import cpu
-    from hgn.cli import _load_eval_split
+    from hgn.evaluation import load_split
     from hgn.config import HGNConfig
 
     config = config_lib.from_dict(HGNConfig, saved["config"])
     builder = data.prepare(saved["dataset"], data_dir=saved["data_dir"], n_train=config.n_train, n_test=config.n_test,
                            **config.data_variant())
-    frames = _load_eval_split(builder, "test", config, config.eval_trajectories)["frames"]
+    frames = load_split(builder, "test", config, config.eval_trajectories)["frames"]
     module = tf.saved_model.load(str(run_dir / "saved_model"))
     t0 = time.time()
     errors = []

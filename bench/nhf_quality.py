@@ -42,7 +42,7 @@ import tf_keras
 
 from common import config as config_lib
 from common.runs import atomic_write_json, holds_checkpoints
-from nhf import evaluation, training
+from nhf import evaluation, experiment, training
 from nhf.config import PRESETS
 from nhf.networks import MLP
 
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                 if args.nhf_from:
                     stats = {"restored_from": _restore_nhf(run, config, d)}
                 else:
-                    atomic_write_json(d / training.CONFIG_FILE, config_lib.to_dict(config))
+                    atomic_write_json(d / experiment.CONFIG_FILE, config_lib.to_dict(config))
                     trained = training.train(run, d, progress=False)
                     stats = {"nonfinite_steps": trained["nonfinite_steps"],
                              "seconds_per_step": trained["seconds_per_step"]}
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
 def _restore_nhf(run, config, run_dir):
     """Loads the NHF an earlier `--keep-runs` trained with these settings; returns its checkpoint."""
     try:
-        training.check_saved_config(config, run_dir, flag="--nhf-from")
+        experiment.check_saved_config(config, run_dir, flag="--nhf-from")
         path = training.restore_latest(run, required=True)
     except training.RunError as e:
         raise SystemExit(f"--nhf-from {run_dir}: {e}")

@@ -11,8 +11,9 @@
 
 Modules: `config` (HGNConfig, presets), `networks`, `model` (HGN: objective, train/test steps),
 `training` (fit, checkpoints, resume, non-finite guard), `evaluation` (MSE, VPT, energy drift,
-time rescaling, latent R^2), `plots`, `export` (SavedModel), `cli` (train_hgn.py), `predict`
-(`python -m hgn.predict`: a video, PNG folder or test trajectory in, a predicted movie out).
+time rescaling, latent R^2), `plots`, `export` (SavedModel), `experiment` (one whole run:
+`run_experiment`), `cli` (train_hgn.py), `predict` (`python -m hgn.predict`: a video, PNG folder
+or test trajectory in, a predicted movie out).
 """
 import sys as _sys
 

@@ -15,28 +15,18 @@ Conventions (the paper's and Botev et al. 2021's):
 """
 from __future__ import annotations
 
-import logging
+import functools
 import weakref
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from hgn.config import HGNConfig
 from hgn.model import HGN
 
 VPT_THRESHOLD = 0.025
 _ROLLOUT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-class _OwnRetracing(logging.Filter):
-    """TensorFlow warns when functions made from one lambda trace several times; `_rollout_fn`
-    makes one per rollout kind on purpose (each traced once), so its warnings are dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "_rollout_fn.<locals>" not in record.getMessage()
-
-
-tf.get_logger().addFilter(_OwnRetracing())
 
 
 def _batched(fn, arrays, batch_size: int):
@@ -69,12 +59,14 @@ def rollout_predictions(model: HGN, frames: np.ndarray, backward: bool = False, 
 
 
 def _rollout_fn(model: HGN, backward: bool, n_steps: int, dt: Optional[float]):
-    # One traced function per model and rollout kind, shared by every batch and call.
+    # One traced function per model and rollout kind, shared by every batch and call. Each wraps
+    # its own `functools.partial`: TensorFlow counts the traces of functions made from one lambda
+    # (one code object) together and would warn of retracing.
     cache = _ROLLOUT_FNS.setdefault(model, {})
     key = (backward, n_steps, dt)
     if key not in cache:
         s = model.config.image_size
-        cache[key] = tf.function(lambda f: model.rollout(f, n_steps, dt=dt, backward=backward),
+        cache[key] = tf.function(functools.partial(model.rollout, n_steps=n_steps, dt=dt, backward=backward),
                                  input_signature=[tf.TensorSpec([None, None, s, s, 3], tf.float32)])
     return cache[key]
 
@@ -208,6 +200,36 @@ def latent_r2(train_latent, train_x: np.ndarray, test_latent, test_x: np.ndarray
     ss_tot = ((bt - bt.mean(0)) ** 2).sum(0) + 1e-12
     r2 = 1.0 - ss_res / ss_tot
     return {"r2_mean": float(r2.mean()), "r2_per_dim": r2.tolist()}
+
+
+def load_split(builder, split: str, config: HGNConfig, n: int) -> Dict[str, np.ndarray]:
+    """The first `n` trajectories of a TFDS split (fewer if it has fewer), `config.eval_frames`
+    long from frame 0: `{"frames": [n, T, H, W, 3] float32, "x": [n, T, 2d] true states}`."""
+    import data
+
+    n = min(n, builder.info.splits[split].num_examples)
+    ds = data.make_dataset(None, split, builder=builder, window=config.eval_frames, batch_size=n, shuffle=False,
+                           window_start=0, drop_remainder=False)
+    batch = next(iter(ds))
+    return {"frames": batch["frames"].numpy(), "x": batch["x"].numpy()}
+
+
+def fresh_test_sets(dataset: str, config: HGNConfig) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Test trajectories the dataset does not hold (other seeds, the run's dataset variant), for
+    `evaluate`: `fine`, rendered at dt / 2 for the time-rescaling check, and `long`
+    (`long_horizon_start + long_horizon_frames` frames; None when `long_horizon_frames` is 0)."""
+    import data
+
+    variant = config.data_variant()
+    fine = data.generate_arrays(dataset, min(64, config.eval_trajectories), **{
+        **variant, "n_frames": 2 * (config.eval_frames - 1) + 1, "dt": config.dt / 2,
+        "seed": config.data_seed + 7919})["images"]
+    long = None
+    if config.long_horizon_frames:
+        long = data.generate_arrays(dataset, config.long_horizon_trajectories, num_workers=None, **{
+            **variant, "n_frames": config.long_horizon_start + config.long_horizon_frames,
+            "seed": config.data_seed + 104729})["images"]
+    return fine, long
 
 
 def evaluate(model: HGN, train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],

@@ -82,6 +82,14 @@ def _check_caps(caps: dict) -> dict:
     return caps
 
 
+def _finite(x: tf.Tensor, what: str) -> tf.Tensor:
+    return tf.debugging.assert_all_finite(x, f"{what} must be finite (no NaN or Inf)")
+
+
+def _non_negative_steps(n_steps: tf.Tensor):
+    return tf.debugging.assert_non_negative(n_steps, message="n_steps must be >= 0")
+
+
 class HGNModule(tf.Module):
     """The exported interface of a trained `HGN` (posterior mean for inference).
 
@@ -108,104 +116,96 @@ class HGNModule(tf.Module):
         self.encoder, self.transformer, self.decoder = model.encoder, model.transformer, model.decoder
         self.energy_nets = dict(model.energy_nets)
         self.k = c.input_frames
-        s = c.image_size
-        q_shape = model.to_state(model.posterior(tf.zeros([1, c.input_frames, s, s, 3]))[0]).q.shape
-        frames_spec = tf.TensorSpec([None, None, s, s, 3], tf.float32, name="frames")
-        q_spec = tf.TensorSpec([None, *q_shape[1:]], tf.float32, name="q")
-        dt_spec = tf.TensorSpec([], tf.float32, name="dt")
-        steps_spec = tf.TensorSpec([], tf.int32, name="n_steps")
         self.input_frames = tf.Variable(c.input_frames, trainable=False, name="input_frames")
         self.default_dt = tf.Variable(c.dt, trainable=False, name="default_dt")
+        s = c.image_size
+        q_shape = model.to_state(model.posterior(tf.zeros([1, c.input_frames, s, s, 3]))[0]).q.shape
+        frames = tf.TensorSpec([None, None, s, s, 3], tf.float32, name="frames")
+        q = tf.TensorSpec([None, *q_shape[1:]], tf.float32, name="q")
+        dt = tf.TensorSpec([], tf.float32, name="dt")
+        n_steps = tf.TensorSpec([], tf.int32, name="n_steps")
+        n = tf.TensorSpec([], tf.int32, name="n")
+        self.encode = tf.function(self._encode, input_signature=[frames])
+        self.rollout = tf.function(self._rollout, input_signature=[frames, n_steps, dt])
+        self.rollout_backward = tf.function(self._rollout_backward, input_signature=[frames, n_steps, dt])
+        self.decode = tf.function(self._decode, input_signature=[q])
+        self.sample = tf.function(self._sample, input_signature=[n, n_steps, dt])
 
-        def check_frames(frames):
-            return tf.debugging.assert_greater_equal(
-                tf.shape(frames)[1], self.k, message=f"rollout/encode need at least {self.k} frames on axis 1")
+    # ------------------------------------------------------------------ checks
+    def _enough_frames(self, frames: tf.Tensor):
+        return tf.debugging.assert_greater_equal(
+            tf.shape(frames)[1], self.k, message=f"rollout/encode need at least {self.k} frames on axis 1")
 
-        def finite_frames(frames):
-            return tf.debugging.assert_all_finite(frames, "frames must be finite (no NaN or Inf)")
+    def _within_caps(self, batch=None, n=None, n_steps=None, decodes: bool = True, batch_of: str = "frames"):
+        """The cap checks of one request, chained so that the first one violated is reported.
 
-        def finite_dt(dt):
-            return tf.debugging.assert_all_finite(dt, "dt must be finite (no NaN or Inf)")
+        `batch` (axis 0 of frames or q), `n` (sample) and `n_steps` are scalar tensors; only
+        shapes and scalars are read, so nothing request-sized is allocated before the checks
+        pass. `decodes`: the request decodes `batch (or n) x (n_steps + 1)` frames; `batch_of`:
+        the argument whose axis 0 `batch` is.
+        """
+        def message(argument, cap):
+            return f"{argument} must be <= {cap} = {self.caps[cap]} (serving cap set at export)"
 
-        def check_steps(n_steps):
-            return tf.debugging.assert_non_negative(n_steps, message="n_steps must be >= 0")
-
-        def within_caps(batch=None, n=None, n_steps=None, decodes: bool = True, batch_of: str = "frames"):
-            """The cap checks of one request, chained so that the first one violated is reported.
-
-            `batch` (axis 0 of frames or q), `n` (sample) and `n_steps` are scalar tensors; only
-            shapes and scalars are read, so nothing request-sized is allocated before the checks
-            pass. `decodes`: the request decodes `batch (or n) x (n_steps + 1)` frames; `batch_of`:
-            the argument whose axis 0 `batch` is.
-            """
-            def message(argument, cap):
-                return f"{argument} must be <= {cap} = {self.caps[cap]} (serving cap set at export)"
-
-            checks = []
+        checks = []
+        if n_steps is not None:
+            checks.append((n_steps, self.max_steps, message("n_steps", "max_steps")))
+        if batch is not None:
+            checks.append((batch, self.max_batch, message(f"the batch of {batch_of} (axis 0)", "max_batch")))
+        if n is not None:
+            checks.append((n, self.max_samples, message("n", "max_samples")))
+        if decodes:
+            count, what = (batch, "batch") if batch is not None else (n, "n")
+            frames = tf.cast(count, tf.int64)
             if n_steps is not None:
-                checks.append((n_steps, self.max_steps, message("n_steps", "max_steps")))
-            if batch is not None:
-                checks.append((batch, self.max_batch, message(f"the batch of {batch_of} (axis 0)", "max_batch")))
-            if n is not None:
-                checks.append((n, self.max_samples, message("n", "max_samples")))
-            if decodes:
-                count, what = (batch, "batch") if batch is not None else (n, "n")
-                frames = tf.cast(count, tf.int64)
-                if n_steps is not None:
-                    frames *= tf.maximum(tf.cast(n_steps, tf.int64), 0) + 1
-                    what += " x (n_steps + 1)"
-                checks.append((frames, self.max_frames, message(f"frames decoded, {what},", "max_frames")))
-            ops = []
-            for value, cap, text in checks:
-                with tf.control_dependencies(ops[-1:]):
-                    ops.append(tf.debugging.assert_less_equal(tf.cast(value, tf.int64), cap, message=text))
-            return ops
+                frames *= tf.maximum(tf.cast(n_steps, tf.int64), 0) + 1
+                what += " x (n_steps + 1)"
+            checks.append((frames, self.max_frames, message(f"frames decoded, {what},", "max_frames")))
+        ops = []
+        for value, cap, text in checks:
+            with tf.control_dependencies(ops[-1:]):
+                ops.append(tf.debugging.assert_less_equal(tf.cast(value, tf.int64), cap, message=text))
+        return ops
 
-        @tf.function(input_signature=[frames_spec])
-        def encode(frames):
-            with tf.control_dependencies(within_caps(batch=tf.shape(frames)[0], decodes=False)):
-                frames = finite_frames(frames)
-                with tf.control_dependencies([check_frames(frames)]):
-                    state, _, _ = model.infer(tf.identity(frames))
-            return {"q": state.q, "p": state.p}
+    # ------------------------------------------------------------------ signatures
+    def _encode(self, frames):
+        with tf.control_dependencies(self._within_caps(batch=tf.shape(frames)[0], decodes=False)):
+            frames = _finite(frames, "frames")
+            with tf.control_dependencies([self._enough_frames(frames)]):
+                state, _, _ = self.model.infer(tf.identity(frames))
+        return {"q": state.q, "p": state.p}
 
-        @tf.function(input_signature=[frames_spec, steps_spec, dt_spec])
-        def rollout(frames, n_steps, dt):
-            with tf.control_dependencies(within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
-                frames, dt = finite_frames(frames), finite_dt(dt)
-                with tf.control_dependencies([check_frames(frames), check_steps(n_steps)]):
-                    state, _, _ = model.infer(tf.identity(frames))
-                    return model._unroll(state, tf.identity(n_steps), dt)
+    def _rollout(self, frames, n_steps, dt):
+        with tf.control_dependencies(self._within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
+            frames, dt = _finite(frames, "frames"), _finite(dt, "dt")
+            with tf.control_dependencies([self._enough_frames(frames), _non_negative_steps(n_steps)]):
+                state, _, _ = self.model.infer(tf.identity(frames))
+                return self.model._unroll(state, tf.identity(n_steps), dt)
 
-        @tf.function(input_signature=[frames_spec, steps_spec, dt_spec])
-        def rollout_backward(frames, n_steps, dt):
-            with tf.control_dependencies(within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
-                frames, dt = finite_frames(frames), finite_dt(dt)
-                positive_dt = tf.debugging.assert_positive(
-                    dt, message="rollout_backward needs dt > 0 (it steps backward in time by dt)")
-                with tf.control_dependencies([check_frames(frames), check_steps(n_steps), positive_dt]):
-                    # Only the last k frames are encoded (time-reversed, momentum negated): the
-                    # state at the clip's last frame, then rolled with -dt.
-                    state, _, _ = model.infer(tf.identity(frames)[:, -self.k:], backward=True)
-                    return model._unroll(state, tf.identity(n_steps), -tf.identity(dt))
+    def _rollout_backward(self, frames, n_steps, dt):
+        with tf.control_dependencies(self._within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
+            frames, dt = _finite(frames, "frames"), _finite(dt, "dt")
+            positive_dt = tf.debugging.assert_positive(
+                dt, message="rollout_backward needs dt > 0 (it steps backward in time by dt)")
+            with tf.control_dependencies([self._enough_frames(frames), _non_negative_steps(n_steps), positive_dt]):
+                # Only the last k frames are encoded (time-reversed, momentum negated): the
+                # state at the clip's last frame, then rolled with -dt.
+                state, _, _ = self.model.infer(tf.identity(frames)[:, -self.k:], backward=True)
+                return self.model._unroll(state, tf.identity(n_steps), -tf.identity(dt))
 
-        @tf.function(input_signature=[q_spec])
-        def decode(q):
-            with tf.control_dependencies(within_caps(batch=tf.shape(q)[0], batch_of="q")):
-                return {"frame": model.decode(tf.identity(q))}
+    def _decode(self, q):
+        with tf.control_dependencies(self._within_caps(batch=tf.shape(q)[0], batch_of="q")):
+            return {"frame": self.model.decode(tf.identity(q))}
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="n"), steps_spec, dt_spec])
-        def sample(n, n_steps, dt):
-            with tf.control_dependencies(within_caps(n=n, n_steps=n_steps)):
-                dt = finite_dt(dt)
-                with tf.control_dependencies([check_steps(n_steps),
-                                              tf.debugging.assert_positive(n, message="n must be > 0")]):
-                    mean, _ = model.posterior(tf.zeros([1, c.input_frames, s, s, 3]))
-                    z = tf.random.normal(tf.concat([[tf.identity(n)], tf.shape(mean)[1:]], 0))
-                    return {"frames": model._unroll(model.to_state(z), tf.identity(n_steps), dt)["frames"]}
-
-        self.encode, self.rollout, self.decode, self.sample = encode, rollout, decode, sample
-        self.rollout_backward = rollout_backward
+    def _sample(self, n, n_steps, dt):
+        with tf.control_dependencies(self._within_caps(n=n, n_steps=n_steps)):
+            dt = _finite(dt, "dt")
+            with tf.control_dependencies([_non_negative_steps(n_steps),
+                                          tf.debugging.assert_positive(n, message="n must be > 0")]):
+                c = self.model.config
+                mean, _ = self.model.posterior(tf.zeros([1, c.input_frames, c.image_size, c.image_size, 3]))
+                z = tf.random.normal(tf.concat([[tf.identity(n)], tf.shape(mean)[1:]], 0))
+                return {"frames": self.model._unroll(self.model.to_state(z), tf.identity(n_steps), dt)["frames"]}
 
 
 def export(model: HGN, path, max_steps: int = MAX_STEPS, max_batch: int = MAX_BATCH, max_samples: int = MAX_SAMPLES,

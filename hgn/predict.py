@@ -449,10 +449,29 @@ def _over_caps(steps: int, caps: Dict[str, int]) -> Optional[str]:
     return None
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of `python -m hgn.predict` (see the module docstring); returns the exit status."""
+def _clip_and_truth(args: argparse.Namespace, info: Dict, k: int, size: int, signed_dt: float
+                    ) -> Tuple[np.ndarray, str, Optional[np.ndarray]]:
+    """The input clip `[T, size, size, 3]`, its name, and the true frames of the rollout (a
+    held-out `--dataset` clip only; None for a video). Raises ValueError on unusable input."""
     import data
 
+    if args.video is not None:
+        return read_clip(args.video, size), Path(args.video).name, None
+    settings = info["data"] or {}
+    if settings.get("dataset") not in (None, args.dataset):
+        print(f"note: the model was trained on {settings['dataset']!r}, the clip is {args.dataset!r}", file=sys.stderr)
+    example = held_out_clip(args.dataset, args.index, input_frames=k, dt=float(info["dt"]), image_size=size,
+                            data_seed=int(settings.get("data_seed") or 0),
+                            data_frames=int(settings.get("data_frames") or data.DEFAULT_FRAMES),
+                            colors=settings.get("colors"), noise_std=float(settings.get("noise_std") or 0.0))
+    reference = 0 if args.direction == "forward" else k - 1
+    truth = true_frames(args.dataset, example["x"][reference], example["params"], example["color_index"],
+                        args.steps, signed_dt, size)
+    return example["frames"], f"{args.dataset} #{args.index}", truth
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `python -m hgn.predict` (see the module docstring); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
@@ -462,29 +481,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(e))
     k, size = int(info["input_frames"]), int(info["image_size"])
     dt = float(info["dt"]) if args.dt is None else args.dt
-    signed_dt = dt if args.direction == "forward" else -dt
+    backward = args.direction == "backward"
+    signed_dt = -dt if backward else dt
     problem = _over_caps(args.steps, info["serving_caps"])
     if problem:
         parser.error(problem)
-    truth = None
     try:
-        if args.video is not None:
-            clip = read_clip(args.video, size)
-            source = Path(args.video).name
-        else:
-            settings = info["data"] or {}
-            if settings.get("dataset") not in (None, args.dataset):
-                print(f"note: the model was trained on {settings['dataset']!r}, the clip is {args.dataset!r}",
-                      file=sys.stderr)
-            example = held_out_clip(args.dataset, args.index, input_frames=k, dt=float(info["dt"]), image_size=size,
-                                    data_seed=int(settings.get("data_seed") or 0),
-                                    data_frames=int(settings.get("data_frames") or data.DEFAULT_FRAMES),
-                                    colors=settings.get("colors"), noise_std=float(settings.get("noise_std") or 0.0))
-            clip = example["frames"]
-            source = f"{args.dataset} #{args.index}"
-            reference = 0 if args.direction == "forward" else k - 1
-            truth = true_frames(args.dataset, example["x"][reference], example["params"], example["color_index"],
-                                args.steps, signed_dt, size)
+        clip, source, truth = _clip_and_truth(args, info, k, size, signed_dt)
     except ValueError as e:
         parser.error(str(e))
     if len(clip) < k:
@@ -494,15 +497,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         module = load_export(export)
     except ValueError as e:
         parser.error(str(e))
-    if args.direction == "backward" and not hasattr(module, "rollout_backward"):
+    if backward and not hasattr(module, "rollout_backward"):
         run = export.parent if (export.parent / "config.json").is_file() else "RUN"
         parser.error(f"the export {str(export)!r} predates rollout_backward; re-export it: python train_hgn.py "
                      f"--run-dir {run} --resume --eval-only")
     predicted = roll_out(module, clip, args.steps, dt, args.direction)
-    backward = args.direction == "backward"
     panels: List[Tuple[Caption, np.ndarray]] = [
-        ("input, reversed" if backward else "input", clip[::-1] if backward else clip)]
-    panels.append(([f"HGN t={i * signed_dt:+.3f}" for i in range(args.steps + 1)], predicted))
+        ("input, reversed" if backward else "input", clip[::-1] if backward else clip),
+        ([f"HGN t={i * signed_dt:+.3f}" for i in range(args.steps + 1)], predicted)]
     if truth is not None:
         panels.append(("ground truth", truth))
     movie = compose_movie(panels, args.steps + 1, args.scale)
@@ -512,7 +514,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(e))
     print(f"{source}: {args.direction} {args.steps} steps of dt {dt:g} -> {mp4} and {gif} ({args.steps + 1} frames)")
     return 0
-
 
 if __name__ == "__main__":
     from common.runs import run_cli

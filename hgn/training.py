@@ -166,6 +166,30 @@ class TestCurve(keras.callbacks.Callback):
             self._score()
 
 
+class _Records:
+    """A run's logged scalars (`history.json`) and test curve (`test_curve.json`), kept in step
+    with its checkpoints, and the training clock (which a resumed curve continues). Only the
+    chief keeps and writes them."""
+
+    def __init__(self, run_dir: Path, start: int, chief: bool):
+        self.run_dir, self.chief = run_dir, chief
+        self.history = load_history(run_dir, start) if chief else []
+        self.curve = load_history(run_dir, start, CURVE_FILE) if chief else []
+        self.clock = TrainingClock()
+        if self.curve:  # a resumed run's curve continues from the training time already spent
+            self.clock.start -= self.curve[-1]["train_seconds"]
+
+    def write(self, step: int) -> None:
+        atomic_write_json(self.run_dir / HISTORY_FILE, [h for h in self.history if h["step"] <= step])
+        if self.curve:
+            atomic_write_json(self.run_dir / CURVE_FILE, [p for p in self.curve if p["step"] <= step])
+
+    def rewind(self, step: int) -> None:
+        """After a rollback to `step`: what was logged after it is dropped (it will be replayed)."""
+        self.history[:] = load_history(self.run_dir, step) if self.chief else []
+        self.curve[:] = [p for p in self.curve if p["step"] <= step]
+
+
 def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.CheckpointManager,
           verbose: int = 1, extra_callbacks: Optional[List[keras.callbacks.Callback]] = None,
           curve_frames: Optional[np.ndarray] = None) -> int:
@@ -188,34 +212,22 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         checkpoint to roll back to).
     """
     c = model.config
-    strategy = model.distribute_strategy
-    chief = distribute.is_chief(strategy)
-    run_dir = Path(run_dir)
+    chief = distribute.is_chief(model.distribute_strategy)
     start = int(model.train_steps.numpy())
     if start >= c.steps:
         return start
-    epoch_len = c.checkpoint_every
-    dataset = distribute.shard_by_data(with_posterior_noise(dataset, model), strategy)
-    history = load_history(run_dir, start) if chief else []
-    curve = load_history(run_dir, start, CURVE_FILE) if chief else []
-    clock = TrainingClock()
-    if curve:  # a resumed run's curve continues from the training time already spent
-        clock.start -= curve[-1]["train_seconds"]
-
-    def write_logs():
-        step = int(model.train_steps.numpy())
-        atomic_write_json(run_dir / HISTORY_FILE, [h for h in history if h["step"] <= step])
-        if curve:
-            atomic_write_json(run_dir / CURVE_FILE, [p for p in curve if p["step"] <= step])
+    dataset = distribute.shard_by_data(with_posterior_noise(dataset, model), model.distribute_strategy)
+    records = _Records(Path(run_dir), start, chief)
 
     def callbacks(checkpointer):
-        logger = ScalarLogger(run_dir / LOG_DIR, every=max(1, min(50, epoch_len)), history=history) if chief else None
+        logger = ScalarLogger(records.run_dir / LOG_DIR, every=max(1, min(50, c.checkpoint_every)),
+                              history=records.history) if chief else None
         return [
-            *([TestCurve(curve_frames, c.curve_every_minutes, clock, curve, logger.writer)]
+            *([TestCurve(curve_frames, c.curve_every_minutes, records.clock, records.curve, logger.writer)]
               if chief and curve_frames is not None and c.curve_every_minutes else []),
             checkpointer,
             *([logger] if logger else []),
-            *([TimeBudget(c.max_train_minutes, clock)] if c.max_train_minutes else []),
+            *([TimeBudget(c.max_train_minutes, records.clock)] if c.max_train_minutes else []),
             *(extra_callbacks or []),
         ]
 
@@ -223,13 +235,14 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         restored = restore_latest(model, manager, required=True)
         lr = lower_learning_rate(model, c.rollback_lr_factor)
         step = int(model.train_steps.numpy())
-        del history[:]  # replayed from the checkpoint: keep only what it covers
-        history.extend(load_history(run_dir, step) if chief else [])
-        curve[:] = [p for p in curve if p["step"] <= step]
+        records.rewind(step)  # replayed from the checkpoint: keep only what it covers
         return f"rolled back to {restored} (step {step}) with learning rate {lr:.3g}"
 
+    def write_logs():
+        records.write(int(model.train_steps.numpy()))
+
     fit_with_rollbacks(model, lambda step: dataset.skip(step), manager=manager, steps=c.steps,
-                       checkpoint_every=epoch_len, max_nonfinite_steps=c.max_nonfinite_steps,
+                       checkpoint_every=c.checkpoint_every, max_nonfinite_steps=c.max_nonfinite_steps,
                        max_rollbacks=c.max_rollbacks, roll_back=roll_back, callbacks=callbacks,
                        after_save=write_logs if chief else None, verbose=verbose,
                        say=(lambda line: print(line, flush=True)) if verbose else (lambda line: None))

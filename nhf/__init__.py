@@ -14,8 +14,9 @@
   SavedModel with `log_prob(q)` and `sample(n)`.
 
 Modules: `config`, `bijector`, `density`, `model` (NHFModel), `training` (pipelines, fit,
-checkpoints, resume, rollbacks; runs under any `tf.distribute` strategy), `evaluation` (IWAE
-NLL, paired gap, VI report, outputs), `plots`, `export`, `cli` (train_nhf.py).
+checkpoints, resume, rollbacks; runs under any `tf.distribute` strategy), `experiment` (a whole
+run: `run_experiment`, `fit_samples`), `evaluation` (IWAE NLL, paired gap, VI report, outputs),
+`plots`, `export`, `cli` (train_nhf.py).
 """
 from nhf.bijector import NeuralHamiltonianFlow
 from nhf.config import PRESETS, NHFConfig
@@ -27,7 +28,8 @@ from nhf.networks import ACTIVATIONS, MLP, ScalarMLP
 from nhf.priors import PRIORS, make_prior
 from nhf.evaluation import evaluate
 from nhf.model import AveragedGradientAdam, NHFModel
-from nhf.training import build_model, fit_samples, run_experiment
+from nhf.experiment import fit_samples, run_experiment
+from nhf.training import build_model
 
 __all__ = [
     "ACTIVATIONS",

@@ -103,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Before anything creates a tensor: a mirrored strategy on a CPU splits it into devices.
     strategy = distribute.make_strategy(args.strategy, args.replicas)
 
-    from nhf.training import run_experiment  # after argument checks
+    from nhf.experiment import run_experiment  # after argument checks
 
     console.quiet(args.verbose < 2)
     metrics = run_experiment(config, run_dir, resume=args.resume, eval_only=args.eval_only,

@@ -37,6 +37,28 @@ def _model_log_density(model, points: np.ndarray, num_momenta: int, dim: int) ->
     return np.concatenate(out)
 
 
+def _target_panel(ax, target: Target, pts: np.ndarray, extent, n_grid: int, n_samples: int, seed: int) -> float:
+    """Draws the target's density (or, without one, a histogram of its samples) on `ax`;
+    returns the panel's maximum, the colour scale of every density panel."""
+    d = target.dim
+    if target.log_prob is not None:
+        full = np.zeros((len(pts), d))
+        full[:, :2] = pts
+        target_density = np.exp(target.log_prob(tf.constant(full)).numpy().reshape(n_grid, n_grid))
+        vmax = float(target_density.max())
+        ax.imshow(target_density, origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=vmax)
+        ax.set_title(f"target: {target.name}" + (" (slice)" if d > 2 else ""))
+        return vmax
+    ranges = [list(extent[:2]), list(extent[2:])]
+    ts = target.sample(n_samples, seed=seed + 1)
+    counts, _, _ = np.histogram2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, density=True)
+    vmax = float(counts.max())
+    ax.hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True, vmin=0.0, vmax=vmax)
+    # A data file's name can be long: on its own line, in a smaller font, so it fits the panel.
+    ax.set_title(f"target samples\n{target.name}", fontsize="medium")
+    return vmax
+
+
 def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: float = 4.5, n_grid: int = 120,
                    num_momenta: int = 64, n_samples: int = 20_000, seed: int = 0,
                    extent: Optional[Tuple[float, float, float, float]] = None) -> Path:
@@ -58,21 +80,7 @@ def density_figure(model: HamiltonianFlowDensity, target: Target, path, lim: flo
     # One colour scale for the three density panels, the target's: the model's density is the
     # exponential of a Monte Carlo bound, and a few noisy grid points far above the target's peak
     # would otherwise set the scale and leave the rest of the panel dark. Values above it saturate.
-    if target.log_prob is not None:
-        full = np.zeros((len(pts), d))
-        full[:, :2] = pts
-        target_density = np.exp(target.log_prob(tf.constant(full)).numpy().reshape(n_grid, n_grid))
-        vmax = float(target_density.max())
-        axes[0].imshow(target_density, origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=vmax)
-        axes[0].set_title(f"target: {target.name}" + (" (slice)" if d > 2 else ""))
-    else:
-        ts = target.sample(n_samples, seed=seed + 1)
-        counts, _, _ = np.histogram2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, density=True)
-        vmax = float(counts.max())
-        axes[0].hist2d(ts[:, 0], ts[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True, vmin=0.0,
-                       vmax=vmax)
-        # A data file's name can be long: on its own line, in a smaller font, so it fits the panel.
-        axes[0].set_title(f"target samples\n{target.name}", fontsize="medium")
+    vmax = _target_panel(axes[0], target, pts, extent, n_grid, n_samples, seed)
     axes[1].imshow(np.exp(model_lp), origin="lower", extent=extent, cmap="viridis", vmin=0.0, vmax=vmax)
     axes[1].set_title(f"model density (IWAE K={num_momenta})")
     axes[2].hist2d(samples[:, 0], samples[:, 1], bins=n_grid, range=ranges, cmap="viridis", density=True,

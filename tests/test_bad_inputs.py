@@ -345,10 +345,10 @@ def _foreign_run(tmp_path: Path, which: str) -> Path:
     run.mkdir()
     if which == "nhf":
         from nhf import PRESETS as NHF_PRESETS
-        saved = config_lib.to_dict(NHF_PRESETS["small"])  # nhf.training.run_experiment: the flat config
+        saved = config_lib.to_dict(NHF_PRESETS["small"])  # nhf.experiment.run_experiment: the flat config
     else:
         from hgn import PRESETS as HGN_PRESETS
-        saved = {"dataset": "pendulum", "data_dir": str(tmp_path / "data"),  # hgn.cli.main
+        saved = {"dataset": "pendulum", "data_dir": str(tmp_path / "data"),  # hgn.experiment.run_experiment
                  "config": config_lib.to_dict(HGN_PRESETS["tiny"])}
     (run / "config.json").write_text(json.dumps(saved))
     return run

@@ -377,6 +377,19 @@ def test_long_horizon_scores_only_the_frames_beyond_the_window(dynamics_model):
         evaluation.long_horizon(m, movie[:, :start], start)
 
 
+def test_rollouts_of_many_lengths_do_not_warn_of_retracing(model, caplog):
+    # Evaluation makes one traced rollout per (direction, length, dt); TensorFlow counts traces
+    # per Python code object, so functions made from one lambda would warn after five lengths
+    # (8 warnings here with a lambda; a filter once hid them).
+    movie = disk_movies(2, 10, seed=3)
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for n in range(2, 10):
+            for backward in (False, True):
+                out = evaluation.rollout_predictions(model, movie, backward=backward, n_steps=n)
+                assert out["frames"].shape[1] == n + 1
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def test_valid_prediction_time_counts_extrapolated_frames_before_the_first_bad_one():
     gt = np.full((3, 8, 2, 2, 3), 0.5, np.float32)
     pred = gt.copy()

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from common import cpu
 from hgn import HGN, PRESETS, build_model, export, networks
-from hgn import cli as hgn_cli
+from hgn import experiment
 from hgn import training
 from movies import disk_movies, reconstruction_before_and_after_fit
 
@@ -152,9 +152,9 @@ def test_auto_compute_dtype_follows_the_cpu_flags(monkeypatch, flags, expected):
 def test_forced_bfloat16_on_a_cpu_without_it_warns(monkeypatch, capsys):
     monkeypatch.setattr(cpu, "_cpuinfo", lambda: {"flags": "avx avx2 fma"})
     said = []
-    assert hgn_cli._announce_compute_dtype(_vector(compute_dtype="bfloat16"), said.append) == "bfloat16"
+    assert experiment.announce_compute_dtype(_vector(compute_dtype="bfloat16"), said.append) == "bfloat16"
     assert "emulated" in capsys.readouterr().err
-    assert hgn_cli._announce_compute_dtype(_vector(compute_dtype="auto"), said.append) == "float32"
+    assert experiment.announce_compute_dtype(_vector(compute_dtype="auto"), said.append) == "float32"
     assert capsys.readouterr().err == ""
     assert said[-1] == "compute dtype: float32 (auto: the CPU has no native bfloat16)"
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from common.runs import NonFiniteLossError, RunError, run_cli
 from data import targets
-from nhf import evaluation, training
+from nhf import evaluation, experiment, training
 from nhf.config import PRESETS, NHFConfig
 from nhf.export import EXPORT_SEED
 
@@ -28,7 +28,7 @@ TINY = dataclasses.replace(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("nhf_run")
-    metrics = training.run_experiment(TINY, run_dir, progress=False)
+    metrics = experiment.run_experiment(TINY, run_dir, progress=False)
     return run_dir, metrics
 
 

@@ -352,7 +352,7 @@ def bad_inputs(tmp_path_factory):
         cv2.imwrite(str(grey_png / f"{i:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
     nhf_run = base / "nhf_run"
     nhf_run.mkdir()
-    # What train_nhf.py writes: the flat config (nhf.training.run_experiment).
+    # What train_nhf.py writes: the flat config (nhf.experiment.run_experiment).
     (nhf_run / "config.json").write_text(json.dumps(config_lib.to_dict(nhf.PRESETS["small"])))
     empty = base / "empty"
     empty.mkdir()
