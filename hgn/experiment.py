@@ -120,6 +120,12 @@ def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path, step: 
     return metrics, files
 
 
+def _timings(seconds: Dict[str, float], trained_steps: int, batch_size: int) -> Dict[str, object]:
+    train = seconds["train"]
+    return {"timing_seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "train_samples_per_second": round(trained_steps * batch_size / train, 2) if trained_steps and train else None}
+
+
 def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, resume: bool = False,
                    eval_only: bool = False, verbose: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
                    serving: Optional[Dict[str, Optional[int]]] = None, command: str = "") -> Optional[Dict]:
@@ -182,17 +188,12 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
     t2 = time.time()
     metrics, files = evaluate_and_export(model, builder, dataset, run_dir, end, serving)
     seconds["eval_export"] = time.time() - t2
-    trained = end - start
     result = {
         "dataset": dataset, "step": end, "resumed_from_step": start if restored else None,
-        "config": config_lib.to_dict(config), "files": files,
-        "timing_seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "train_samples_per_second": (round(trained * config.batch_size / seconds["train"], 2)
-                                     if trained and seconds["train"] else None),
+        "config": config_lib.to_dict(config), "files": files, **_timings(seconds, end - start, config.batch_size),
         "command": command,
         "strategy": {"name": distribute.strategy_name(strategy), "replicas": strategy.num_replicas_in_sync},
-        "compute_dtype": compute_dtype, "cpu": cpu.describe(),
-        **evaluation.public(metrics),
+        "compute_dtype": compute_dtype, "cpu": cpu.describe(), **evaluation.public(metrics),
     }
     atomic_write_json(run_dir / "metrics.json", result)
     distribute.barrier(strategy)
