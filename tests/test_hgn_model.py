@@ -401,3 +401,17 @@ def test_valid_prediction_time_counts_extrapolated_frames_before_the_first_bad_o
     assert evaluation.valid_prediction_time(gt, pred, 2).tolist() == [3, 6, 0]
     # Nothing extrapolated (the paper's model reconstructs every frame it infers from): 0, not an error.
     assert evaluation.valid_prediction_time(gt, pred, 8).tolist() == [0, 0, 0]
+
+
+def test_latent_energies_match_the_rollout_without_decoding(dynamics_model):
+    # energy_drift integrates 300 steps: decoding them all (16 x 301 frames per batch) took
+    # 7 GB for the pytorch preset's decoder. The latent path must give the rollout's energies.
+    m = dynamics_model
+    movie = disk_movies(3, m.config.input_frames, seed=6)
+    energies = evaluation.latent_energies(m, movie, 12, batch_size=2)
+    expected = evaluation.rollout_predictions(m, movie, n_steps=12)["energy"]
+    assert energies.shape == (3, 13)
+    np.testing.assert_allclose(energies, expected, rtol=1e-5, atol=1e-6)
+    assert np.ptp(expected) > 1e-3  # the strengthened dynamics move: not a comparison of constants
+    drift = evaluation.energy_drift(m, movie, 12)
+    assert drift["steps"] == 12 and np.isfinite(drift["relative_drift"])
