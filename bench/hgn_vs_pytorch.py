@@ -4,8 +4,9 @@
     python bench/hgn_vs_pytorch.py --pytorch-repo PATH --torch-python PYTHON
     python bench/hgn_vs_pytorch.py --pytorch-repo PATH --torch-python PYTHON --isa avx2 --variants graph_fp32,xla_fp32
 
-PATH is a clone of github.com/CampusAI/Hamiltonian-Generative-Networks (the re-implementation
-REFERENCE.md quotes; MIT licence; not vendored here), PYTHON an interpreter with PyTorch, NumPy,
+PATH is a clone of github.com/CampusAI/Hamiltonian-Generative-Networks (the PyTorch
+re-implementation whose published figures bench/hgn_quality.py's PUBLISHED lists; MIT licence;
+not vendored here), PYTHON an interpreter with PyTorch, NumPy,
 SciPy, OpenCV, PyYAML and Matplotlib (what that code imports; e.g. a venv with `pip install
 torch==2.13.0 numpy scipy opencv-python-headless pyyaml matplotlib tqdm`). This project's own
 environment does not need PyTorch.

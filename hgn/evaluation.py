@@ -58,17 +58,20 @@ def rollout_predictions(model: HGN, frames: np.ndarray, backward: bool = False, 
     return _batched(run, [frames], batch_size)
 
 
-def _rollout_fn(model: HGN, backward: bool, n_steps: int, dt: Optional[float]):
-    # One traced function per model and rollout kind, shared by every batch and call. Each wraps
-    # its own `functools.partial`: TensorFlow counts the traces of functions made from one lambda
-    # (one code object) together and would warn of retracing.
+def _traced(model: HGN, key, fn: functools.partial):
+    # One traced function of a frames batch per model and `key`, shared by every batch and call.
+    # Each wraps its own `functools.partial`: TensorFlow counts the traces of functions made from
+    # one lambda (one code object) together and would warn of retracing.
     cache = _ROLLOUT_FNS.setdefault(model, {})
-    key = (backward, n_steps, dt)
     if key not in cache:
         s = model.config.image_size
-        cache[key] = tf.function(functools.partial(model.rollout, n_steps=n_steps, dt=dt, backward=backward),
-                                 input_signature=[tf.TensorSpec([None, None, s, s, 3], tf.float32)])
+        cache[key] = tf.function(fn, input_signature=[tf.TensorSpec([None, None, s, s, 3], tf.float32)])
     return cache[key]
+
+
+def _rollout_fn(model: HGN, backward: bool, n_steps: int, dt: Optional[float]):
+    return _traced(model, (backward, n_steps, dt),
+                   functools.partial(model.rollout, n_steps=n_steps, dt=dt, backward=backward))
 
 
 def per_frame_mse(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -81,10 +84,9 @@ def valid_prediction_time(gt: np.ndarray, pred: np.ndarray, start: int) -> np.nd
     (0 when nothing is extrapolated, as when the paper's model infers from every frame it shows)."""
     err = per_frame_mse(gt, pred)[:, start:]
     norm = np.mean(np.square(gt.astype(np.float64)), axis=(2, 3, 4))[:, start:]
-    bad = err / np.maximum(norm, 1e-12) > VPT_THRESHOLD
-    if bad.shape[1] == 0:
-        return np.zeros(len(bad), np.int64)
-    return np.where(bad.any(axis=1), bad.argmax(axis=1), bad.shape[1]).astype(np.int64)
+    good = ~(err / np.maximum(norm, 1e-12) > VPT_THRESHOLD)
+    # Frames before the first bad one: the run of leading good frames (0 over an empty axis).
+    return np.cumprod(good, axis=1).sum(axis=1).astype(np.int64)
 
 
 def score_rollouts(model: HGN, frames: np.ndarray, backward: bool) -> Dict[str, object]:
@@ -155,13 +157,7 @@ def latent_energies(model: HGN, frames: np.ndarray, n_steps: int, batch_size: in
 
     Nothing is decoded: a long rollout's frames (batch x (n_steps + 1) of them through the
     decoder at once) would need gigabytes for a full-resolution decoder."""
-    cache = _ROLLOUT_FNS.setdefault(model, {})
-    key = ("energy", n_steps)
-    if key not in cache:
-        s = model.config.image_size
-        cache[key] = tf.function(functools.partial(_latent_energy, model, n_steps=n_steps),
-                                 input_signature=[tf.TensorSpec([None, None, s, s, 3], tf.float32)])
-    fn = cache[key]
+    fn = _traced(model, ("energy", n_steps), functools.partial(_latent_energy, model, n_steps=n_steps))
     return _batched(lambda f: {"energy": fn(tf.constant(f))["energy"].numpy()}, [frames], batch_size)["energy"]
 
 
