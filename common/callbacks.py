@@ -134,6 +134,20 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ClockVariable(keras.callbacks.Callback):
+    """Writes the training clock's seconds into `variable` before each batch, so that the training
+    step can read the time spent (e.g. a schedule paced by a time budget); checkpointed with the
+    model, it lets a resumed run continue its clock."""
+
+    def __init__(self, variable: tf.Variable, clock: TrainingClock):
+        super().__init__()
+        self.variable = variable
+        self.clock = clock
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.variable.assign(self.clock.seconds())
+
+
 class ScalarLogger(keras.callbacks.Callback):
     """TensorBoard scalars (`train/<name>` and `train/learning_rate`) every `every` steps, and
     the same values appended to `history` as `{"step", <name>..., "learning_rate", "wall_seconds"}`.

@@ -5,19 +5,27 @@ checkpoint, so a lowered rate persists across a resume.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import keras
 import tensorflow as tf
 
 
 class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """`schedule(step) * scale`, with `scale` a variable (lowered by rollbacks, checkpointed)."""
+    """`schedule(step) * scale`, with `scale` a variable (lowered by rollbacks, checkpointed).
 
-    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, scale: tf.Variable):
+    `step_fn` (optional) replaces the optimizer's step count as the schedule's position, e.g.
+    a position that follows a time budget (`hgn.model.HGN.schedule_step`).
+    """
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, scale: tf.Variable,
+                 step_fn: Optional[Callable[[], tf.Tensor]] = None):
         self.schedule = schedule
         self.scale = scale
+        self.step_fn = step_fn
 
     def __call__(self, step):
-        lr = self.schedule(step)
+        lr = self.schedule(self.step_fn() if self.step_fn is not None else step)
         return lr * tf.cast(self.scale, lr.dtype)
 
     def get_config(self):

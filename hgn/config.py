@@ -34,6 +34,7 @@ ACTIVATIONS = ("softplus", "swish")
 OBJECTIVES = ("geco", "beta")
 TRAINING_MODES = ("forward", "forward_backward", "split")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+PACES = ("steps", "time")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +103,11 @@ class HGNConfig:
     final_lr_fraction: float = field(0.1, "cosine decay ends at this fraction of --learning-rate")
     steps: int = field(500_000, "training steps (batches)")
     max_train_minutes: Optional[float] = field(None, "stop training after this wall-clock budget (none: run all --steps)")
+    pace: str = field(
+        "steps", f"{', '.join(PACES)}: what the warm-up, the curriculum and the cosine decay follow. steps: the "
+                 "step count, reaching their ends at --steps. time (needs --max-train-minutes): the training "
+                 "time as well, the schedule placed at max(step, --steps * minutes / --max-train-minutes), so it "
+                 "ends with the budget on a slower CPU instead of being cut off half-way (--steps becomes a cap)")
     checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
     max_nonfinite_steps: int = field(3, "consecutive non-finite steps (skipped, never applied) before the run "
                                         "rolls back to its last checkpoint")
@@ -159,6 +165,9 @@ class HGNConfig:
         one_of(self, "latent", LATENTS)
         one_of(self, "hamiltonian_activation", ACTIVATIONS)
         one_of(self, "decay", ("none", "cosine"))
+        one_of(self, "pace", PACES)
+        if self.pace == "time" and not self.max_train_minutes:
+            raise ValueError("--pace time needs --max-train-minutes: the schedule follows that budget")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ValueError(f"--final-lr-fraction must be in [0, 1], got {self.final_lr_fraction}")
         from common import integrators  # imports TensorFlow; config modules stay light until validated
@@ -222,7 +231,7 @@ PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
     # included (10.5 minutes of training; `steps` is what this budget buys on the CPU of
     # bench/results/hgn_recipe.json, so the cosine decay ends with the budget there).
-    "quick": HGNConfig(**_CPU_RECIPE, steps=2_600, max_train_minutes=10.5, curve_every_minutes=2.0),
+    "quick": HGNConfig(**_CPU_RECIPE, steps=2_600, max_train_minutes=10.5, pace="time", curve_every_minutes=2.0),
     # The same recipe for the quality run: 4,200 steps, the decay ending with them. Measured: 36
     # minutes on one AMX core, pendulum test MSE x1e-4 4.85 forward / 7.47 backward
     # (bench/results/hgn_quality_pendulum_quality_50min.json); 120 minutes is only a cap.

@@ -119,6 +119,12 @@ class HGN(BuiltAhead, keras.Model):
         if config.warmup_steps or config.decay != "none":
             self.lr_scale = self.add_weight(name="lr_scale", shape=(), initializer="ones", trainable=False,
                                             aggregation="only_first_replica")
+        # Training seconds spent (checkpointed, fed by `hgn.training`'s clock) for `--pace time`;
+        # other runs have none and keep their checkpoint layout.
+        self.train_seconds = None
+        if config.pace == "time":
+            self.train_seconds = self.add_weight(name="train_seconds", shape=(), initializer="zeros",
+                                                 trainable=False, aggregation="only_first_replica")
         self.seed_generator = keras.random.SeedGenerator(config.seed, name="posterior_seed")
         self.geco_optimizer = keras.optimizers.Adam(config.geco_learning_rate, name="geco_adam")
         names = ["loss", "reconstruction", "kl", "lagrange_multiplier", "energy_drift"]
@@ -349,13 +355,26 @@ class HGN(BuiltAhead, keras.Model):
         sse = tf.add_n(sses)
         return sse / tf.cast(tf.size(target), tf.float32)
 
+    def schedule_step(self) -> tf.Tensor:
+        """Where the run stands in its schedule (warm-up, curriculum, cosine decay), in steps (float32).
+
+        `pace="steps"`: the step count. `pace="time"`: max(step, steps * seconds / budget), so a
+        CPU that completes fewer steps within `max_train_minutes` still reaches the end of its
+        decay and curriculum when the budget ends. Both are checkpointed counters: a resumed run
+        continues the same schedule.
+        """
+        step = tf.cast(self.train_steps, tf.float32)
+        if self.train_seconds is None:
+            return step
+        c = self.config
+        return tf.maximum(step, c.steps * self.train_seconds / (60.0 * c.max_train_minutes))
+
     def curriculum_window(self) -> tf.Tensor:
         """Training window length at the current step: grows linearly from `curriculum_start` frames
-        to `window` over the first `curriculum_steps` steps (a function of `train_steps` only, so a
-        resumed run follows the same schedule)."""
+        to `window` over the first `curriculum_steps` steps of `schedule_step`."""
         c = self.config
         start = min(c.curriculum_start, c.window)
-        frac = tf.minimum(tf.cast(self.train_steps, tf.float32) / float(max(c.curriculum_steps, 1)), 1.0)
+        frac = tf.minimum(self.schedule_step() / float(max(c.curriculum_steps, 1)), 1.0)
         return tf.cast(tf.round(start + frac * (c.window - start)), tf.int32)
 
     def compute_losses(self, frames, training: bool = False, noise=None) -> Dict[str, tf.Tensor]:

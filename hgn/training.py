@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from common import distribute
 # StepCheckpoint, NonFiniteGuard and the others lived here before moving to common.callbacks.
-from common.callbacks import (NonFiniteGuard, ScalarLogger, StepCheckpoint, TimeBudget,  # noqa: F401
+from common.callbacks import (ClockVariable, NonFiniteGuard, ScalarLogger, StepCheckpoint, TimeBudget,  # noqa: F401
                               TrainingClock, fit_with_rollbacks)
 from common.runs import HISTORY_FILE, atomic_write_json, load_history, restore_newest_readable
 from common.schedules import ScaledSchedule, warmup_cosine
@@ -57,7 +57,8 @@ def build_model(config: HGNConfig, strategy: Optional[tf.distribute.Strategy] = 
         if model.lr_scale is not None:
             final = config.final_lr_fraction if config.decay == "cosine" else 1.0
             learning_rate = ScaledSchedule(warmup_cosine(config.learning_rate, config.steps, config.warmup_steps, final),
-                                           model.lr_scale)
+                                           model.lr_scale,
+                                           step_fn=model.schedule_step if model.train_seconds is not None else None)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=config.jit_compile)
         return model.build_all()
 
@@ -218,6 +219,8 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         return start
     dataset = distribute.shard_by_data(with_posterior_noise(dataset, model), model.distribute_strategy)
     records = _Records(Path(run_dir), start, chief)
+    if model.train_seconds is not None:  # `--pace time`: the checkpointed clock continues
+        records.clock.start = time.monotonic() - float(model.train_seconds.numpy())
 
     def callbacks(checkpointer):
         logger = ScalarLogger(records.run_dir / LOG_DIR, every=max(1, min(50, c.checkpoint_every)),
@@ -228,6 +231,7 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
             checkpointer,
             *([logger] if logger else []),
             *([TimeBudget(c.max_train_minutes, records.clock)] if c.max_train_minutes else []),
+            *([ClockVariable(model.train_seconds, records.clock)] if model.train_seconds is not None else []),
             *(extra_callbacks or []),
         ]
 

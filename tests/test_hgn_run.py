@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -214,3 +215,24 @@ def test_dataset_picks_up_its_system_settings_and_flags_still_win():
     assert config_of("--dataset", "pendulum") == PRESETS["quick"]
     assert config_of("--dataset", "double_pendulum", "--preset", "paper") == PRESETS["paper"]
     assert config_of("--dataset", "double_pendulum", "--curriculum-steps", "500").curriculum_steps == 500
+
+
+def test_time_paced_run_feeds_its_clock_to_the_schedule_and_resumes_it(arrays, tmp_path):
+    config = dataclasses.replace(CONFIG, pace="time", max_train_minutes=30.0, steps=8, checkpoint_every=4,
+                                 warmup_steps=2, decay="cosine")
+    model = training.build_model(config)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(model, _dataset(arrays), tmp_path, manager=training.checkpoint_manager(model, tmp_path),
+                       verbose=0, extra_callbacks=[_Interrupt(4)])
+    spent = float(model.train_seconds.numpy())
+    assert spent > 0.0  # fed before every batch: the step's compilation at least
+    resumed = training.build_model(config)
+    manager = training.checkpoint_manager(resumed, tmp_path)
+    training.restore_latest(resumed, manager, required=True)
+    assert float(resumed.train_seconds.numpy()) == pytest.approx(spent)  # checkpointed
+    began = time.monotonic()
+    training.train(resumed, _dataset(arrays), tmp_path, manager=manager, verbose=0)
+    took = time.monotonic() - began
+    # The clock continued from the checkpoint's seconds: more than this call's whole duration
+    # (a clock restarted at 0 reads less than that at its last batch).
+    assert int(resumed.train_steps.numpy()) == 8 and float(resumed.train_seconds.numpy()) > took

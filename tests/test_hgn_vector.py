@@ -172,6 +172,35 @@ def test_warmup_cosine_schedule_and_rollback_scale():
     assert build_model(_vector()).lr_scale is None  # constant-rate runs keep their checkpoint layout
 
 
+def test_time_paced_schedule_follows_the_budget_or_the_step_cap_whichever_is_ahead():
+    config = _vector(learning_rate=1e-3, warmup_steps=10, decay="cosine", final_lr_fraction=0.1, steps=110,
+                     curriculum_steps=55, curriculum_start=4, pace="time", max_train_minutes=2.0)
+    model = build_model(config)
+    schedule = model.optimizer._learning_rate
+
+    def at(seconds, step=0):
+        model.train_seconds.assign(seconds)
+        model.train_steps.assign(step)
+        return float(schedule(0)), int(model.curriculum_window())  # the optimizer's own step is ignored
+
+    # Half the budget (60 of 120 s) at step 0 is schedule step 55: the curriculum's end (window 6),
+    # the cosine at (55 - 10) / 100 of its decay; the whole budget is the floor.
+    assert at(0.0) == (0.0, 4)
+    lr, window = at(60.0)
+    np.testing.assert_allclose(lr, 1e-4 + 9e-4 * 0.5 * (1 + np.cos(np.pi * 0.45)), rtol=1e-5)
+    assert window == 6
+    np.testing.assert_allclose(at(120.0)[0], 1e-4, rtol=1e-5)
+    np.testing.assert_allclose(at(300.0)[0], 1e-4, rtol=1e-5)
+    # A CPU fast enough to run ahead of the clock follows the step count (--steps is the cap).
+    np.testing.assert_allclose(at(1.0, step=60)[0], 5.5e-4, rtol=1e-5)
+    assert any(v is model.train_seconds for v in training._variables_by_path(model).values())  # checkpointed
+    assert build_model(_vector()).train_seconds is None  # step-paced runs keep their checkpoint layout
+    with pytest.raises(ValueError, match="--pace time needs --max-train-minutes"):
+        _vector(pace="time").validate()
+    with pytest.raises(ValueError, match="valid: steps, time"):
+        _vector(pace="clock").validate()
+
+
 def test_cli_records_compute_dtype_curve_and_mean_frame_baseline(tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
