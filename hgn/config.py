@@ -231,7 +231,7 @@ PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
     # included (10.5 minutes of training; `steps` is what this budget buys on the CPU of
     # bench/results/hgn_recipe.json, so the cosine decay ends with the budget there).
-    "quick": HGNConfig(**_CPU_RECIPE, steps=2_600, max_train_minutes=10.5, pace="time", curve_every_minutes=2.0),
+    "quick": HGNConfig(**_CPU_RECIPE, steps=2_600, max_train_minutes=10.5, curve_every_minutes=2.0),
     # The same recipe for the quality run: 4,200 steps, the decay ending with them. Measured: 36
     # minutes on one AMX core, pendulum test MSE x1e-4 4.85 forward / 7.47 backward
     # (bench/results/hgn_quality_pendulum_quality_50min.json); 120 minutes is only a cap.

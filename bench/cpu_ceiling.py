@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""How much float32 throughput one core can give a convolution, and what 1.5x PyTorch would need.
+
+    python bench/cpu_ceiling.py
+    python bench/cpu_ceiling.py --torch-python PYTHON     # also PyTorch's own kernels
+
+The `pytorch` preset's training step is mostly 3x3 convolutions of 64 channels on 32x32 maps
+(the decoder, over all 30 frames of 16 windows) and their two gradients. This script times that
+shape alone, in float32 on one thread pinned to one core, for each `--isas` (native, and avx2:
+oneDNN and XLA capped at AVX2 code paths, as in bench/hgn_vs_pytorch.py, an emulation of an
+AVX2-only CPU's instruction set on this one): the forward convolution, its input gradient, its
+filter gradient, and a 2048^3 matrix product, in TensorFlow (a `tf.function`, oneDNN kernels) and,
+with `--torch-python`, in PyTorch (`torch.nn.functional.conv2d` and autograd). Each figure is the
+median of `--repeats` timed calls after two untimed ones.
+
+With bench/results/hgn_vs_pytorch.json present, it then sets the training step's own FLOP/s on
+each side (FLOPs per step / seconds per step, from that side-by-side run) against these ceilings,
+and works out the FLOP/s this side would need for 1.5x the PyTorch code's samples/s, doing the
+work it does today and doing exactly PyTorch's work: if that exceeds what the CPU gives the
+convolution alone, no kernel choice on that CPU can reach 1.5x at equal work.
+
+Writes bench/results/cpu_ceiling.json (with the CPU's model and flags).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import cpu  # noqa: E402  (light: no TensorFlow)
+
+RESULTS = ROOT / "bench" / "results"
+ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+                                  "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}}
+CONV = dict(batch=256, size=32, channels=64, kernel=3)  # the decoder's last blocks: 64 -> 64, 3x3, SAME
+MATMUL = 2048
+
+
+def _conv_gflop() -> float:
+    c = CONV
+    return 2 * c["batch"] * c["size"] ** 2 * c["channels"] ** 2 * c["kernel"] ** 2 / 1e9
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn(), fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def tf_worker(repeats: int) -> dict:
+    import tensorflow as tf
+
+    c = CONV
+    x = tf.random.normal([c["batch"], c["size"], c["size"], c["channels"]])
+    w = tf.random.normal([c["kernel"], c["kernel"], c["channels"], c["channels"]]) * 0.05
+    dy = tf.random.normal(x.shape)
+    a = tf.random.normal([MATMUL, MATMUL])
+
+    forward = tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME"))
+    input_grad = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
+    filter_grad = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+        input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
+    matmul = tf.function(lambda: tf.matmul(a, a))
+    ops = {"conv_forward": (forward, _conv_gflop()), "conv_input_grad": (input_grad, _conv_gflop()),
+           "conv_filter_grad": (filter_grad, _conv_gflop()), "matmul": (matmul, 2 * MATMUL ** 3 / 1e9)}
+    return {name: round(gflop / _median_seconds(lambda: fn().numpy(), repeats), 1)
+            for name, (fn, gflop) in ops.items()}
+
+
+def torch_worker(repeats: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
+    c = CONV
+    x = torch.randn(c["batch"], c["channels"], c["size"], c["size"])
+    w = torch.randn(c["channels"], c["channels"], c["kernel"], c["kernel"]) * 0.05
+    dy = torch.randn(x.shape)
+    a = torch.randn(MATMUL, MATMUL)
+    pad = c["kernel"] // 2
+
+    def grads(inputs: bool):
+        xx, ww = x.clone().requires_grad_(inputs), w.clone().requires_grad_(not inputs)
+        y = F.conv2d(xx, ww, padding=pad)
+        return torch.autograd.grad(y, xx if inputs else ww, dy)
+
+    ops = {"conv_forward": (lambda: F.conv2d(x, w, padding=pad), _conv_gflop()),
+           # autograd's call includes the forward pass: its FLOPs are counted too
+           "conv_input_grad": (lambda: grads(True), 2 * _conv_gflop()),
+           "conv_filter_grad": (lambda: grads(False), 2 * _conv_gflop()),
+           "matmul": (lambda: a @ a, 2 * MATMUL ** 3 / 1e9)}
+    out = {name: round(gflop / _median_seconds(fn, repeats), 1) for name, (fn, gflop) in ops.items()}
+    out["torch"] = torch.__version__
+    out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return out
+
+
+def _run(cmd, isa: str, core: int) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **ISA_ENV[isa])
+    proc = subprocess.run(["taskset", "-c", str(core), *cmd], capture_output=True, text=True, env=env, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{cmd[0]} worker failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+    return json.loads(lines[0][len("RESULT "):])
+
+
+def against_training(isa: str, ceilings: dict, side_by_side: dict) -> dict:
+    """The side-by-side training steps' FLOP/s set against the convolution ceilings of `isa`."""
+    runs = [r for r in side_by_side.get(isa, {}).get("runs", []) if r["variant"] == "graph_fp32"]
+    if not runs:
+        return {}
+    ours_sps = statistics.mean(r["tensorflow"]["samples_per_second"] for r in runs)
+    theirs_sps = statistics.mean(r["pytorch"]["samples_per_second"] for r in runs)
+    batch = runs[0]["pytorch"]["batch_size"]
+    ours_gflop, theirs_gflop = runs[0]["tensorflow"]["gflop_per_step_analytic"], runs[0]["pytorch"]["gflop_per_step_counted"]
+    tf_conv = ceilings["tensorflow"]
+    best = max(tf_conv[k] for k in ("conv_forward", "conv_input_grad", "conv_filter_grad"))
+    need_ours = 1.5 * theirs_sps * ours_gflop / batch
+    need_equal = 1.5 * theirs_sps * theirs_gflop / batch
+    return {
+        "source": "bench/results/hgn_vs_pytorch.json, graph_fp32 runs (mean of both core orders)",
+        "samples_per_second": {"tensorflow": round(ours_sps, 2), "pytorch": round(theirs_sps, 2)},
+        "training_step_gflops": {"tensorflow": round(ours_sps * ours_gflop / batch, 1),
+                                 "pytorch": round(theirs_sps * theirs_gflop / batch, 1)},
+        "best_conv_gflops_tensorflow": best,
+        "needed_for_1_5x_gflops": {"doing_this_sides_work": round(need_ours, 1),
+                                   "doing_pytorchs_work": round(need_equal, 1)},
+        "needed_over_best_conv": {"doing_this_sides_work": round(need_ours / best, 2),
+                                  "doing_pytorchs_work": round(need_equal / best, 2)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--isas", default="native,avx2", help="comma-separated: " + ", ".join(ISA_ENV))
+    parser.add_argument("--torch-python", default=None, help="an interpreter with PyTorch (optional)")
+    parser.add_argument("--core", type=int, default=0, help="the core every worker is pinned to")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=str(RESULTS / "cpu_ceiling.json"))
+    parser.add_argument("--worker", choices=["tensorflow", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps((tf_worker if args.worker == "tensorflow" else torch_worker)(args.repeats)))
+        return
+    isas = [i for i in args.isas.split(",") if i]
+    unknown = [i for i in isas if i not in ISA_ENV]
+    if unknown:
+        raise SystemExit(f"unknown --isas {', '.join(unknown)}; valid: {', '.join(ISA_ENV)}")
+    side_path = RESULTS / "hgn_vs_pytorch.json"
+    side_by_side = json.loads(side_path.read_text()) if side_path.exists() else {}
+    result = {"command": "python " + " ".join([f"bench/{Path(__file__).name}", *sys.argv[1:]]),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu.describe(),
+              "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+              "conditions": f"one thread, pinned to core {args.core}; float32; median of {args.repeats}",
+              "shapes": {"conv": CONV, "matmul": MATMUL}, "gflops": {}}
+    me = [sys.executable, str(Path(__file__).resolve()), "--repeats", str(args.repeats)]
+    for isa in isas:
+        entry = {"isa_environment": ISA_ENV[isa], "tensorflow": _run([*me, "--worker", "tensorflow"], isa, args.core)}
+        if args.torch_python:
+            entry["pytorch"] = _run([args.torch_python, *me[1:], "--worker", "torch"], isa, args.core)
+        entry["against_training"] = against_training(isa, entry, side_by_side)
+        result["gflops"][isa] = entry
+        print(f"[{isa}] GFLOP/s " + json.dumps({k: v for k, v in entry.items() if k != "isa_environment"}))
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
