@@ -38,8 +38,7 @@ sys.path.insert(0, str(ROOT))
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
 RESULTS = ROOT / "bench" / "results"
-ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                                  "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}}
+ISA_ENV = cpu.ISA_ENV
 CONV = dict(batch=256, size=32, channels=64, kernel=3)  # the decoder's last blocks: 64 -> 64, 3x3, SAME
 MATMUL = 2048
 

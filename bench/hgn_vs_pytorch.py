@@ -51,8 +51,7 @@ sys.path.insert(0, str(ROOT))  # `common` for the CPU description, run from any 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
 RESULTS = ROOT / "bench" / "results" / "hgn_vs_pytorch.json"
-ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-                                  "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}}
+ISA_ENV = cpu.ISA_ENV
 ROLLOUT = {"seq_length": 30, "n_channels": 3, "delta_time": 0.125, "img_size": 32}
 
 

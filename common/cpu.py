@@ -13,6 +13,13 @@ import platform
 from functools import lru_cache
 from typing import Dict, FrozenSet
 
+# Environments that cap oneDNN, PyTorch's ATen and XLA at an instruction set (set before import):
+# "avx2" emulates an AVX2-only CPU's code paths on a newer one (not its clock, caches or memory).
+ISA_ENV: Dict[str, Dict[str, str]] = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+}
+
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Flags worth recording beside a speed figure (the vector and matrix units oneDNN can use).
 _REPORTED_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",

@@ -172,13 +172,16 @@ class _Records:
     with its checkpoints, and the training clock (which a resumed curve continues). Only the
     chief keeps and writes them."""
 
-    def __init__(self, run_dir: Path, start: int, chief: bool):
+    def __init__(self, run_dir: Path, start: int, chief: bool, spent: Optional[float] = None):
         self.run_dir, self.chief = run_dir, chief
         self.history = load_history(run_dir, start) if chief else []
         self.curve = load_history(run_dir, start, CURVE_FILE) if chief else []
         self.clock = TrainingClock()
-        if self.curve:  # a resumed run's curve continues from the training time already spent
-            self.clock.start -= self.curve[-1]["train_seconds"]
+        # A resumed run's clock continues from the training time already spent: the checkpointed
+        # seconds of a time-paced run (`spent`), else the test curve's last point.
+        if spent is None and self.curve:
+            spent = self.curve[-1]["train_seconds"]
+        self.clock.start -= spent or 0.0
 
     def write(self, step: int) -> None:
         atomic_write_json(self.run_dir / HISTORY_FILE, [h for h in self.history if h["step"] <= step])
@@ -218,9 +221,8 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
     if start >= c.steps:
         return start
     dataset = distribute.shard_by_data(with_posterior_noise(dataset, model), model.distribute_strategy)
-    records = _Records(Path(run_dir), start, chief)
-    if model.train_seconds is not None:  # `--pace time`: the checkpointed clock continues
-        records.clock.start = time.monotonic() - float(model.train_seconds.numpy())
+    spent = float(model.train_seconds.numpy()) if model.train_seconds is not None else None
+    records = _Records(Path(run_dir), start, chief, spent)
 
     def callbacks(checkpointer):
         logger = ScalarLogger(records.run_dir / LOG_DIR, every=max(1, min(50, c.checkpoint_every)),
