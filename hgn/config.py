@@ -83,6 +83,10 @@ class HGNConfig:
         1, "the objective decodes the window's T*B frames in this many chunks of time steps (<= --window), "
            "each under tf.recompute_grad: the backward pass keeps one chunk's decoder activations at a time "
            "instead of all T*B frames', for one extra decoder forward pass; 1: one batched decoder call")
+    decoded_frames: int = field(
+        0, "training decodes only this many of each window's frames, drawn at random per example and step "
+           "(the MSE over them is an unbiased estimate of the window's, at this fraction of the decoder's "
+           "cost; the rollout still covers the whole window); 0: all")
     # Objective.
     variational: bool = field(True, "sample z from the posterior while training (False: deterministic, no KL)")
     objective: str = field("geco", f"{', '.join(OBJECTIVES)}: GECO constraint on per-pixel MSE, or fixed beta-weighted KL")
@@ -153,7 +157,7 @@ class HGNConfig:
                  "geco_init_lambda", "geco_learning_rate", "max_train_minutes", "curve_every_minutes",
                  "curve_trajectories", "colors", "long_horizon_trajectories")
         non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps", "curriculum_steps", "noise_std",
-                     "long_horizon_frames")
+                     "decoded_frames", "long_horizon_frames")
         if not 0.0 < self.rollback_lr_factor <= 1.0:
             raise ValueError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
         one_of(self, "encoder", ENCODERS)
@@ -187,6 +191,11 @@ class HGNConfig:
                              f"({self.input_frames}) and <= --window ({self.window})")
         if self.curriculum_steps and self.decoder_chunks > 1:
             raise ValueError("--decoder-chunks > 1 needs a fixed window length: not with --curriculum-steps")
+        if self.decoded_frames and self.decoder_chunks > 1:
+            raise ValueError("--decoded-frames and --decoder-chunks > 1 are two ways to cut the decoder's "
+                             "memory or cost: choose one")
+        if self.decoded_frames > self.window:
+            raise ValueError(f"--decoded-frames ({self.decoded_frames}) must be <= --window ({self.window})")
         if self.decoder_chunks > self.window:
             raise ValueError(f"--decoder-chunks ({self.decoder_chunks}) must be <= --window ({self.window}): "
                              f"chunks split the window's frames")

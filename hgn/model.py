@@ -302,13 +302,15 @@ class HGN(BuiltAhead, keras.Model):
 
 
     # ------------------------------------------------------------------ objective
-    def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool, noise=None):
+    def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool, noise=None, keys=None):
         c = self.config
         state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational, noise=noise)
         length = frames.shape[1] if frames.shape[1] is not None else tf.shape(frames)[1]  # dynamic in a curriculum
         traj = self.integrate(state, length - 1, -c.dt if backward else c.dt)
         target = frames[:, ::-1] if backward else frames
-        if c.decoder_chunks > 1:
+        if training and c.decoded_frames:
+            mse = self._subset_mse(traj.q, target, keys)
+        elif c.decoder_chunks > 1:
             mse = self._chunked_mse(traj.q, target)
         else:
             pred = self.decode_trajectory(traj.q)
@@ -322,6 +324,29 @@ class HGN(BuiltAhead, keras.Model):
         energy = self.energy(traj)
         drift = tf.reduce_mean(tf.abs(energy - energy[:, :1]))
         return mse, kl, drift
+
+    def _subset_mse(self, q: tf.Tensor, target: tf.Tensor, keys=None) -> tf.Tensor:
+        """Per-pixel MSE over `config.decoded_frames` frames of each window, drawn without replacement.
+
+        Args:
+          q: positions along the rollout `[T, B, ...]`.
+          target: frames `[B, T, H, W, 3]`.
+          keys: optional uniform draws `[B, >= T]`; each example decodes the frames of its smallest
+            keys (training takes them from the data pipeline, like the posterior noise, so every
+            strategy and a resumed run decode the same frames); by default from the seed generator.
+
+        Every frame is equally likely to be drawn, so this is an unbiased estimate of the whole
+        window's MSE; gradients still reach every step of the rollout through the drawn frames.
+        """
+        length = tf.shape(target)[1]
+        if keys is None:
+            keys = keras.random.uniform(tf.shape(target)[:2], seed=self.seed_generator)
+        drawn = tf.argsort(keys[:, :length], axis=1)[:, :tf.minimum(self.config.decoded_frames, length)]
+        q = tf.gather(_batch_major(q), drawn, batch_dims=1)  # [B, k, ...]
+        target = tf.gather(target, drawn, batch_dims=1)  # [B, k, H, W, 3]
+        shape = tf.shape(q)
+        pred = self.decode(tf.reshape(q, tf.concat([[-1], shape[2:]], 0)))
+        return tf.reduce_mean(tf.square(tf.reshape(target, tf.shape(pred)) - pred))
 
     def _chunked_mse(self, q: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
         """Per-pixel MSE of `decode(q)` against `target`, decoded in `config.decoder_chunks` chunks.
@@ -377,11 +402,12 @@ class HGN(BuiltAhead, keras.Model):
         frac = tf.minimum(self.schedule_step() / float(max(c.curriculum_steps, 1)), 1.0)
         return tf.cast(tf.round(start + frac * (c.window - start)), tf.int32)
 
-    def compute_losses(self, frames, training: bool = False, noise=None) -> Dict[str, tf.Tensor]:
+    def compute_losses(self, frames, training: bool = False, noise=None, keys=None) -> Dict[str, tf.Tensor]:
         """The objective's terms on a batch of windows `[B, T, H, W, 3]`.
 
         `noise` (optional, `[B, 2, h, w, latent_channels]` standard normal) is the posterior
-        sampling noise of the forward (index 0) and backward (index 1) inference.
+        sampling noise of the forward (index 0) and backward (index 1) inference; `keys` (optional,
+        `[B, 2, window]` uniform) choose the frames decoded in training with `decoded_frames`.
 
         Returns:
           dict: `loss` (minimised by the networks), `geco_loss` (minimised by phi), `reconstruction`
@@ -394,22 +420,28 @@ class HGN(BuiltAhead, keras.Model):
             frames = tf.ensure_shape(frames, [None, c.window, c.image_size, c.image_size, 3])
         if training and c.curriculum_steps:
             frames = frames[:, :self.curriculum_window()]
-        noise_f = noise_b = None
+        noise_f = noise_b = keys_f = keys_b = None
         if noise is not None:
             noise_f, noise_b = noise[:, 0], noise[:, 1]
+        if keys is not None:
+            keys_f, keys_b = keys[:, 0], keys[:, 1]
         if c.training_mode == "split":
             # Half the batch forward, half backward: the forward_backward objective's unbiased
             # estimate at the cost of one direction (each example is rolled out once).
             half = tf.shape(frames)[0] // 2
+            first = lambda x: None if x is None else x[:half]
+            second = lambda x: None if x is None else x[half:]
             terms_f = self._window_terms(frames[:half], backward=False, training=training,
-                                         noise=None if noise_f is None else noise_f[:half])
+                                         noise=first(noise_f), keys=first(keys_f))
             terms_b = self._window_terms(frames[half:], backward=True, training=training,
-                                         noise=None if noise_b is None else noise_b[half:])
+                                         noise=second(noise_b), keys=second(keys_b))
             mse, kl, drift = [(f + b) / 2.0 for f, b in zip(terms_f, terms_b)]
         else:
-            mse, kl, drift = self._window_terms(frames, backward=False, training=training, noise=noise_f)
+            mse, kl, drift = self._window_terms(frames, backward=False, training=training, noise=noise_f,
+                                                keys=keys_f)
         if c.training_mode == "forward_backward":
-            mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training, noise=noise_b)
+            mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training, noise=noise_b,
+                                                      keys=keys_b)
             mse, kl, drift = (mse + mse_b) / 2.0, (kl + kl_b) / 2.0, (drift + drift_b) / 2.0
         lam = self.lagrange_multiplier
         if c.objective == "geco":
@@ -428,7 +460,7 @@ class HGN(BuiltAhead, keras.Model):
             self.geco_optimizer.apply(grads[-1:], [self.geco_param])
 
     def train_step(self, data):
-        """One step on a (per-replica) batch: `data` is frames or `{"frames", "noise"}`.
+        """One step on a (per-replica) batch: `data` is frames or `{"frames", "noise", "keys"}`.
 
         Under `tf.distribute`, each replica's loss is divided by the number of replicas, so the
         optimizer's all-reduce (a sum) yields the gradient of the global batch mean; whether the
@@ -436,11 +468,12 @@ class HGN(BuiltAhead, keras.Model):
         """
         frames = data["frames"] if isinstance(data, dict) else data
         noise = data.get("noise") if isinstance(data, dict) else None
+        keys = data.get("keys") if isinstance(data, dict) else None
         net_vars = self.network_variables
         ctx = tf.distribute.get_replica_context()
         replicas = ctx.num_replicas_in_sync
         with tf.GradientTape() as tape:
-            terms = self.compute_losses(frames, training=True, noise=noise)
+            terms = self.compute_losses(frames, training=True, noise=noise, keys=keys)
             total = terms["loss"] + terms["geco_loss"]
             if replicas > 1:
                 total = total / float(replicas)

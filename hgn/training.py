@@ -73,14 +73,17 @@ def lower_learning_rate(model: HGN, factor: float) -> float:
 
 
 def with_posterior_noise(dataset: tf.data.Dataset, model: HGN) -> tf.data.Dataset:
-    """Adds `noise` `[B, 2, h, w, c]` to each batch: the posterior noise of batch i (forward, backward).
+    """Adds `noise` `[B, 2, h, w, c]` to each batch: the posterior noise of batch i (forward, backward),
+    and with `config.decoded_frames` the `keys` `[B, 2, window]` that choose the frames it decodes.
 
-    Drawn from the stateless seed (config.seed, i) for the whole global batch, so it does not
+    Drawn from stateless seeds (config.seed, i) for the whole global batch, so they do not
     depend on how the batch is split across replicas, and a resumed run (which skips i batches)
     draws the same numbers.
     """
     shape = list(model.latent_shape)
-    seed = (model.config.seed + NOISE_STREAM) % 2**31
+    config = model.config
+    seed = (config.seed + NOISE_STREAM) % 2**31
+    key_seed = (config.seed + 2 * NOISE_STREAM) % 2**31
 
     def add(i, batch):
         frames = batch["frames"] if isinstance(batch, dict) else batch
@@ -88,6 +91,9 @@ def with_posterior_noise(dataset: tf.data.Dataset, model: HGN) -> tf.data.Datase
         size = tf.shape(frames)[0]
         batch["noise"] = tf.random.stateless_normal(tf.concat([[size, 2], shape], 0),
                                                     seed=tf.stack([tf.constant(seed, tf.int64), i]))
+        if config.decoded_frames:
+            batch["keys"] = tf.random.stateless_uniform(tf.stack([size, 2, config.window]),
+                                                        seed=tf.stack([tf.constant(key_seed, tf.int64), i]))
         return batch
 
     return dataset.enumerate().map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
