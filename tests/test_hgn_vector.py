@@ -84,6 +84,8 @@ def test_vector_forward_and_backward_rollouts_invert_each_other():
     {"latent": "vector", "hamiltonian": "joint", "hamiltonian_widths": (16, 16), "objective": "geco"},
     {"latent": "vector", "hamiltonian_widths": (16, 16), "objective": "beta", "training_mode": "split",
      "curriculum_steps": 20, "curriculum_start": 4},
+    {"latent": "vector", "hamiltonian_widths": (16, 16), "objective": "beta", "training_mode": "split",
+     "curriculum_steps": 20, "curriculum_start": 4, "decoded_frames": 3},  # the recipe decoding a subset
 ])
 def test_every_variant_trains_and_its_loss_falls(overrides):
     config = dataclasses.replace(PRESETS["tiny"], steps=40, learning_rate=3e-3, **overrides)
@@ -251,3 +253,53 @@ def test_curriculum_window_grows_with_the_step_counter():
     assert seen == [4, 6, 7, 10, 10]
     with pytest.raises(ValueError, match="--curriculum-start"):
         _vector(curriculum_steps=5, curriculum_start=2).validate()  # not more than the input frames
+
+
+def test_decoded_frames_score_the_drawn_frames_of_each_example(vector_model):
+    # The subset MSE is the mean of the per-frame MSEs of the frames with each example's smallest
+    # keys (different frames per example), so every frame is equally likely: unbiased.
+    c = dataclasses.replace(vector_model.config, decoded_frames=2)
+    subset = HGN(c)
+    subset.compile(optimizer=keras.optimizers.Adam())
+    subset.build_all()
+    subset.set_weights(vector_model.get_weights())
+    frames = tf.constant(disk_movies(3, c.window, seed=21))
+    state, _, _ = subset.infer(frames)
+    q = subset.integrate(state, c.window - 1, c.dt).q
+    per_frame = tf.reduce_mean(tf.square(frames - subset.decode_trajectory(q)), axis=[2, 3, 4]).numpy()  # [B, T]
+    keys = tf.constant([[0.9, 0.1, 0.8, 0.7, 0.2, 0.6], [0.1, 0.9, 0.8, 0.7, 0.6, 0.2],
+                        [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]])
+    drawn = [[1, 4], [0, 5], [5, 4]]
+    got = float(subset._subset_mse(q, frames, keys))
+    np.testing.assert_allclose(got, np.mean([per_frame[b, t] for b, d in enumerate(drawn) for t in d]), rtol=1e-5)
+    # The check tells the frames apart: the same frames for every example score differently, by
+    # more than ten times its tolerance (an untrained decoder's frames differ little).
+    assert abs(got - float(np.mean(per_frame[:, [1, 4]]))) > 1e-4 * got
+    # Decoding every frame in a random order is the whole window's MSE.
+    whole = dataclasses.replace(c, decoded_frames=c.window)
+    all_frames = HGN(whole)
+    all_frames.compile(optimizer=keras.optimizers.Adam())
+    all_frames.build_all()
+    all_frames.set_weights(vector_model.get_weights())
+    np.testing.assert_allclose(float(all_frames._subset_mse(q, frames)), per_frame.mean(), rtol=1e-5)
+    # Evaluation (training=False) always scores the whole window.
+    np.testing.assert_allclose(float(subset.compute_losses(frames)["reconstruction"]), per_frame.mean(), rtol=1e-5)
+
+
+def test_decoded_frames_keys_travel_with_the_batch_and_are_validated():
+    config = _vector(decoded_frames=2)
+    model = build_model(config)
+    frames = np.zeros([8, config.window, config.image_size, config.image_size, 3], np.float32)
+    batches = training.with_posterior_noise(tf.data.Dataset.from_tensor_slices(frames).batch(4), model)
+    first, again = list(batches), list(batches)
+    assert first[0]["keys"].shape == (4, 2, config.window)
+    np.testing.assert_array_equal(first[1]["keys"], again[1]["keys"])  # batch i: the same draws on a resume
+    assert not np.array_equal(first[0]["keys"], first[1]["keys"])
+    plain = training.with_posterior_noise(tf.data.Dataset.from_tensor_slices(frames).batch(4), build_model(_vector()))
+    assert "keys" not in next(iter(plain))
+    with pytest.raises(ValueError, match="--decoded-frames"):
+        _vector(decoded_frames=config.window + 1).validate()
+    with pytest.raises(ValueError, match="--decoded-frames"):
+        _vector(decoded_frames=-1).validate()
+    with pytest.raises(ValueError, match="--decoded-frames and --decoder-chunks"):
+        _vector(decoded_frames=2, decoder_chunks=2).validate()
