@@ -7,8 +7,7 @@ from common.runs import import_tensorflow_quietly, run_cli
 if "--debug" not in sys.argv:
     import_tensorflow_quietly()  # before anything imports TensorFlow: hides its start-up log lines
 
-from common.distribute import exit_code  # noqa: E402
 from hgn.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(exit_code(run_cli(main)))  # a multi-worker run's non-chief leaves at once
+    sys.exit(run_cli(main))

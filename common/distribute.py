@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -120,35 +119,10 @@ def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     config = tf_config()
     if config is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
-    return _chief_task(config)
-
-
-def _chief_task(config: dict) -> bool:
     task = config["task"]
     if "chief" in config["cluster"]:
         return task["type"] == "chief"
     return task["type"] == "worker" and int(task["index"]) == 0
-
-
-def exit_code(code: int) -> int:
-    """Returns `code` for `sys.exit`; a non-chief worker of a multi-worker cluster exits here at once.
-
-    The chief hosts TensorFlow's coordination service. A worker whose interpreter teardown
-    outlasts the chief's exit logs a failed heartbeat ("Failed to send RPC to coordination
-    service ... Connection refused") although its run succeeded. After the last barrier a worker
-    has nothing left to write, so it flushes its output and skips that teardown (`os._exit`).
-    """
-    try:
-        config = tf_config()
-    except ValueError:  # already reported by the run itself
-        config = None
-    if config is None:
-        return code
-    if _chief_task(config):
-        return code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

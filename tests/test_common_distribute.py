@@ -82,20 +82,3 @@ def test_strategy_name_gives_the_flag_names():
 
     assert distribute.strategy_name(tf.distribute.get_strategy()) == "default"
     assert distribute.strategy_name(tf.distribute.OneDeviceStrategy("/cpu:0")) == "OneDeviceStrategy"
-
-
-@pytest.mark.parametrize("index, leaves_at_once", [(1, True), (0, False)])
-def test_a_non_chief_worker_exits_at_once_with_its_output_flushed(index, leaves_at_once):
-    # A worker's interpreter teardown can outlast the chief's coordination service (a failed
-    # heartbeat in its log): a non-chief skips it, after flushing; the chief exits normally.
-    config = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": index}}
-    code = ("import atexit, sys\n"
-            "from common.distribute import exit_code\n"
-            "atexit.register(lambda: print('teardown'))\n"
-            "print('done', end='')\n"
-            "sys.exit(exit_code(3))\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(config),
-               PYTHONPATH=str(Path(__file__).parents[1]))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 3, proc.stderr[-2000:]
-    assert proc.stdout == ("done" if leaves_at_once else "doneteardown\n")
