@@ -27,7 +27,7 @@ from common.config import field, non_negative, one_of, positive
 from data.generation import VARIANT_HELP  # NumPy only: the config module stays free of TensorFlow
 
 ENCODERS = ("strided", "full_res")
-DECODERS = ("upsample", "residual")
+DECODERS = ("upsample", "residual", "subpixel")
 HAMILTONIANS = ("separable", "joint")
 LATENTS = ("spatial", "vector")
 ACTIVATIONS = ("softplus", "swish")
@@ -76,7 +76,11 @@ class HGNConfig:
                                                     "training needs second derivatives of H)")
     integrator: str = field("leapfrog", "common.integrators method for the latent rollout")
     # Decoder q -> frame.
-    decoder: str = field("upsample", f"decoder architecture: {', '.join(DECODERS)}")
+    decoder: str = field(
+        "upsample", f"decoder architecture: {', '.join(DECODERS)}. upsample (paper): x2 nearest upsampling and "
+                    "--decoder-depth 3x3 convs per block; residual (PyTorch re-implementation): residual blocks; "
+                    "subpixel: upsample blocks to half resolution, then a sub-pixel conv (3x3 conv to 12 channels, "
+                    "depth-to-space): no conv at full resolution")
     decoder_width: int = field(64, "conv channels of the decoder")
     decoder_depth: int = field(2, "3x3 convs per x2 upsampling block (upsample decoder)")
     decoder_chunks: int = field(

@@ -175,11 +175,26 @@ class ResidualUpsample(keras.layers.Layer):
         return tf.sigmoid(h + residual)
 
 
+class DepthToSpace(keras.layers.Layer):
+    """`tf.nn.depth_to_space`: `[B, h, w, s*s*C]` -> `[B, s*h, s*w, C]` (a sub-pixel convolution's shuffle)."""
+
+    def __init__(self, block_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.block_size)
+
+
 def build_decoder(config: HGNConfig) -> keras.Sequential:
     """q `[B, 4, 4, C]` -> frame `[B, H, W, 3]`: three x2 upsampling blocks, then a sigmoid 3x3 conv.
 
     `upsample` (paper): nearest upsampling and `decoder_depth` 3x3 convs with leaky ReLU 0.2.
     `residual` (PyTorch re-implementation): `ResidualUpsample` blocks.
+    `subpixel`: the `upsample` blocks to half resolution, then the last block's x2 is a sub-pixel
+    convolution (Shi et al. 2016): a 3x3 conv to 4 x 3 channels at H/2 x W/2, rearranged by
+    depth-to-space into the frame. No conv runs at full resolution, where the `upsample`
+    decoder spends about three quarters of its multiply-adds.
     """
     dtype = _policy(config)
     stack = []
@@ -189,8 +204,9 @@ def build_decoder(config: HGNConfig) -> keras.Sequential:
         side = config.image_size // 8
         stack += [layers.Dense(side * side * channels, dtype=dtype, name="linear_projection"),
                   layers.Reshape((side, side, channels), dtype=dtype)]
-    for _ in range(3):
-        if config.decoder == "upsample":
+    subpixel = config.decoder == "subpixel"
+    for _ in range(2 if subpixel else 3):
+        if config.decoder in ("upsample", "subpixel"):
             stack.append(layers.UpSampling2D(2, interpolation="nearest", dtype=dtype))
             stack += [layers.Conv2D(config.decoder_width, 3, padding="same", dtype=dtype,
                                     activation=_leaky_relu_02)
@@ -201,6 +217,9 @@ def build_decoder(config: HGNConfig) -> keras.Sequential:
     # The last conv runs in the compute dtype and only the sigmoid in float32: a float32 conv would
     # keep a float32 copy of its [B*T, H, W, width] input for its weight gradient (126 MB for the
     # pytorch preset's 480 frames of 32x32x64), on top of the bfloat16 original.
-    stack.append(layers.Conv2D(3, 3, padding="same", dtype=dtype))
+    if subpixel:
+        stack += [layers.Conv2D(3 * 4, 3, padding="same", dtype=dtype), DepthToSpace(2, dtype=dtype)]
+    else:
+        stack.append(layers.Conv2D(3, 3, padding="same", dtype=dtype))
     stack.append(layers.Activation("sigmoid", dtype="float32"))
     return keras.Sequential(stack, name="decoder")
