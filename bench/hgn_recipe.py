@@ -102,6 +102,14 @@ VARIANTS = {
     "vector_forward": _with(_VECTOR, training_mode="forward"),
     "vector_fp32": _with(_VECTOR, compute_dtype="float32"),
     "vector_dm64": _with(_VECTOR, encoder_widths="64,64,64,64,64,64", decoder_width=64, decoder_depth=2),
+    # The recipe with the sub-pixel decoder (no conv at full resolution: 3.5 M multiply-adds per
+    # frame against 12.9 M), in the compute dtype `auto` picks and in float32 (what a CPU without
+    # native bfloat16 runs).
+    "vector_cur_split_cos_subpixel": _with(_VECTOR, curriculum_steps=800, curriculum_start=8, training_mode="split",
+                                           decay="cosine", steps=1800, final_lr_fraction=0.1, decoder="subpixel"),
+    "vector_cur_split_cos_subpixel_fp32": _with(_VECTOR, curriculum_steps=800, curriculum_start=8,
+                                                training_mode="split", decay="cosine", steps=1800,
+                                                final_lr_fraction=0.1, decoder="subpixel", compute_dtype="float32"),
 }
 
 

@@ -12,8 +12,8 @@ Presets:
   H(q, p) conv net of 8 layers, residual upsampling decoder), for like-for-like benchmarks.
 * `quick` (the default) and `quality`: the CPU recipe measured by `bench/hgn_recipe.py`: DeepMind's
   HGN++ layout (vector latent, MLP Hamiltonians) at CPU size with a rollout-length curriculum
-  and forward + backward training; `quick` trains 10.5 minutes (15 in all on 2 cores),
-  `quality` 4,200 steps (36 minutes on one AMX core).
+  and forward + backward training; `quick` trains at most 10.5 minutes (15 in all on 2 cores)
+  with the sub-pixel decoder, `quality` 4,200 steps (36 minutes on one AMX core).
 * `hgnpp`: DeepMind's improved HGN (Botev et al. 2021) at its published size.
 * `small`: the earlier quick-start default (spatial latent, small conv nets, 12-frame windows).
 * `tiny`: for the test suite only (seconds per step).
@@ -242,9 +242,12 @@ _CPU_RECIPE = dict(
 
 PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
-    # included (10.5 minutes of training; `steps` is what this budget buys on the CPU of
-    # bench/results/hgn_recipe.json, so the cosine decay ends with the budget there).
-    "quick": HGNConfig(**_CPU_RECIPE, steps=2_600, max_train_minutes=10.5, curve_every_minutes=2.0),
+    # included (at most 10.5 minutes of training), with the sub-pixel decoder: its steps cost
+    # less than half as much in float32, which is what a CPU without native bfloat16 runs.
+    # Measured (bench/results/hgn_quickstart_subpixel.json): 2,600 steps in 7.5 training minutes
+    # on the AMX Xeon (bfloat16), 2,401 in the 10.5 with AVX2 code paths only (float32).
+    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=2_600, max_train_minutes=10.5,
+                       curve_every_minutes=2.0),
     # The same recipe for the quality run: 4,200 steps, the decay ending with them. Measured: 36
     # minutes on one AMX core, pendulum test MSE x1e-4 4.85 forward / 7.47 backward
     # (bench/results/hgn_quality_pendulum_quality_50min.json); 120 minutes is only a cap.

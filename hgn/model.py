@@ -235,11 +235,15 @@ class HGN(BuiltAhead, keras.Model):
         """q `[B, 4, 4, C]` (or `[B, C]`) -> frame `[B, H, W, 3]` in (0, 1), float32."""
         return tf.cast(self.decoder(q), tf.float32)
 
+    def _decode_flat(self, q: tf.Tensor) -> tf.Tensor:
+        """q with two leading axes `[A, B, ...]` (time and batch, either order) -> frames
+        `[A * B, H, W, 3]`, in one batched decoder call."""
+        return self.decode(tf.reshape(q, tf.concat([[-1], tf.shape(q)[2:]], 0)))
+
     def decode_trajectory(self, q: tf.Tensor) -> tf.Tensor:
         """q along a trajectory `[T, B, ...]` -> frames `[B, T, H, W, 3]` (one batched decoder call)."""
         shape = tf.shape(q)
-        flat = tf.reshape(q, tf.concat([[-1], shape[2:]], 0))
-        frames = self.decode(flat)
+        frames = self._decode_flat(q)
         frames = tf.reshape(frames, tf.concat([shape[:2], tf.shape(frames)[1:]], 0))
         return tf.transpose(frames, [1, 0, 2, 3, 4])
 
@@ -344,8 +348,7 @@ class HGN(BuiltAhead, keras.Model):
         drawn = tf.argsort(keys[:, :length], axis=1)[:, :tf.minimum(self.config.decoded_frames, length)]
         q = tf.gather(_batch_major(q), drawn, batch_dims=1)  # [B, k, ...]
         target = tf.gather(target, drawn, batch_dims=1)  # [B, k, H, W, 3]
-        shape = tf.shape(q)
-        pred = self.decode(tf.reshape(q, tf.concat([[-1], shape[2:]], 0)))
+        pred = self._decode_flat(q)
         return tf.reduce_mean(tf.square(tf.reshape(target, tf.shape(pred)) - pred))
 
     def _chunked_mse(self, q: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
@@ -367,8 +370,7 @@ class HGN(BuiltAhead, keras.Model):
         target = tf.transpose(target, [1, 0, 2, 3, 4])  # time-major like q: [T, B, H, W, 3]
 
         def chunk_sse(q_chunk, target_chunk):
-            shape = tf.shape(q_chunk)
-            pred = self.decode(tf.reshape(q_chunk, tf.concat([[-1], shape[2:]], 0)))  # float32
+            pred = self._decode_flat(q_chunk)  # float32
             return tf.reduce_sum(tf.square(tf.reshape(target_chunk, tf.shape(pred)) - pred))
 
         chunk_sse = tf.recompute_grad(chunk_sse)

@@ -194,7 +194,8 @@ def build_decoder(config: HGNConfig) -> keras.Sequential:
     `subpixel`: the `upsample` blocks to half resolution, then the last block's x2 is a sub-pixel
     convolution (Shi et al. 2016): a 3x3 conv to 4 x 3 channels at H/2 x W/2, rearranged by
     depth-to-space into the frame. No conv runs at full resolution, where the `upsample`
-    decoder spends about three quarters of its multiply-adds.
+    decoder spends four fifths of its multiply-adds (at the recipe's width 32 and depth 1:
+    3.5 M per frame against 12.9 M).
     """
     dtype = _policy(config)
     stack = []

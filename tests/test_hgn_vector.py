@@ -86,12 +86,47 @@ def test_vector_forward_and_backward_rollouts_invert_each_other():
      "curriculum_steps": 20, "curriculum_start": 4},
     {"latent": "vector", "hamiltonian_widths": (16, 16), "objective": "beta", "training_mode": "split",
      "curriculum_steps": 20, "curriculum_start": 4, "decoded_frames": 3},  # the recipe decoding a subset
+    {"latent": "vector", "hamiltonian_widths": (16, 16), "objective": "beta", "training_mode": "split",
+     "decoder": "subpixel"},                                                       # the sub-pixel decoder
 ])
 def test_every_variant_trains_and_its_loss_falls(overrides):
     config = dataclasses.replace(PRESETS["tiny"], steps=40, learning_rate=3e-3, **overrides)
     before, after = reconstruction_before_and_after_fit(build_model(config), steps=40)
     # 40 Adam steps on a single-disk movie: the per-pixel MSE drops by at least a quarter.
     assert after < 0.75 * before, (before, after)
+
+
+def _conv_multiply_adds(decoder: keras.Sequential, q: tf.Tensor) -> list:
+    """`(output side, multiply-adds per frame)` of each Conv2D of `decoder` on `q`."""
+    convs, x = [], q
+    for layer in decoder.layers:
+        y = layer(x)
+        if isinstance(layer, keras.layers.Conv2D):
+            k = layer.kernel.shape
+            convs.append((int(y.shape[1]), int(y.shape[1] * y.shape[2] * k[0] * k[1] * k[2] * k[3])))
+        x = y
+    return convs
+
+
+def test_subpixel_decoder_has_no_full_resolution_conv_and_draws_every_pixel():
+    keras.utils.set_random_seed(21)
+    quick = PRESETS["quick"]
+    q = tf.random.normal([2, quick.state_channels])
+    upsample = networks.build_decoder(dataclasses.replace(quick, decoder="upsample"))
+    subpixel = networks.build_decoder(dataclasses.replace(quick, decoder="subpixel"))
+    frames = subpixel(q)
+    assert frames.shape == (2, 32, 32, 3)
+    assert float(tf.reduce_min(frames)) > 0 and float(tf.reduce_max(frames)) < 1
+    up, sub = _conv_multiply_adds(upsample, q), _conv_multiply_adds(subpixel, q)
+    assert max(side for side, _ in sub) == 16 and max(side for side, _ in up) == 32
+    # At the recipe's size (width 32, depth 1) the full-resolution convs are 79% of the upsample
+    # decoder's 12.9 M multiply-adds per frame; the sub-pixel decoder does 3.5 M.
+    assert sum(m for _, m in sub) < 0.3 * sum(m for _, m in up), (sub, up)
+    # Depth-to-space gives each of the four pixels of a 2x2 block its own channels: the frame is
+    # not a half-resolution image upsampled (which would make the pixels of a block equal).
+    assert float(tf.reduce_max(tf.abs(frames[:, 0::2, 0::2] - frames[:, 1::2, 1::2]))) > 1e-3
+    nearest = keras.layers.UpSampling2D(2)(tf.random.uniform([2, 16, 16, 3]))  # what the check rejects
+    assert float(tf.reduce_max(tf.abs(nearest[:, 0::2, 0::2] - nearest[:, 1::2, 1::2]))) == 0
 
 
 _LOADER = """
@@ -106,7 +141,13 @@ np.savez(sys.argv[3], frames=out["frames"].numpy(), q=out["q"].numpy())
 """
 
 
-def test_vector_saved_model_loads_in_a_fresh_process(vector_model, tmp_path):
+@pytest.mark.parametrize("decoder", ["upsample", "subpixel"])
+def test_vector_saved_model_loads_in_a_fresh_process(vector_model, decoder, tmp_path):
+    if decoder != vector_model.config.decoder:
+        keras.utils.set_random_seed(13)
+        vector_model = HGN(dataclasses.replace(vector_model.config, decoder=decoder))
+        vector_model.compile(optimizer=keras.optimizers.Adam())
+        vector_model.build_all()
     path = export(vector_model, tmp_path / "saved_model")
     frames = disk_movies(2, vector_model.config.input_frames, seed=5)
     np.savez(tmp_path / "in.npz", frames=frames)
