@@ -56,7 +56,8 @@ def max_frames_within(model: HGN, budget: int = MEMORY_BUDGET) -> int:
     its compute dtype) plus the float32 frame twice. Measured peak growth over 2,000 decoded
     frames is below that estimate for every preset: 48 kB per frame against 104 (tiny, bfloat16),
     194 against 344 (small), 350 / 696 against 664 / 1,304 (paper, bfloat16 / float32) and
-    517 / 1,034 against 664 / 1,304 (pytorch's residual decoder, bfloat16 / float32).
+    517 / 1,034 against 664 / 1,304 (pytorch's residual decoder, bfloat16 / float32), 44 / 98
+    against 104 / 184 (quick's sub-pixel decoder, bfloat16 / float32).
 
     Args:
       model: the HGN to serve.
