@@ -19,7 +19,12 @@ and works out the FLOP/s this side would need for 1.5x the PyTorch code's sample
 work it does today and doing exactly PyTorch's work: if that exceeds what the CPU gives the
 convolution alone, no kernel choice on that CPU can reach 1.5x at equal work.
 
-Writes bench/results/cpu_ceiling.json (with the CPU's model and flags).
+Writes bench/results/cpu_ceiling.json (with the CPU's model and flags). On another CPU, give both
+scripts their own files, e.g. on the AMD EPYC (AVX2 only, where `native` is the real thing):
+
+    python bench/hgn_vs_pytorch.py ... --isa native --out bench/results/hgn_vs_pytorch_epyc.json
+    python bench/cpu_ceiling.py --isas native --side-by-side bench/results/hgn_vs_pytorch_epyc.json \
+        --out bench/results/cpu_ceiling_epyc.json
 """
 from __future__ import annotations
 
@@ -107,6 +112,14 @@ def torch_worker(repeats: int) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the checkout where it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _run(cmd, isa: str, core: int) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **ISA_ENV[isa])
@@ -117,7 +130,7 @@ def _run(cmd, isa: str, core: int) -> dict:
     return json.loads(lines[0][len("RESULT "):])
 
 
-def against_training(isa: str, ceilings: dict, side_by_side: dict) -> dict:
+def against_training(isa: str, ceilings: dict, side_by_side: dict, source: str) -> dict:
     """The side-by-side training steps' FLOP/s set against the convolution ceilings of `isa`."""
     runs = [r for r in side_by_side.get(isa, {}).get("runs", []) if r["variant"] == "graph_fp32"]
     if not runs:
@@ -131,7 +144,7 @@ def against_training(isa: str, ceilings: dict, side_by_side: dict) -> dict:
     need_ours = 1.5 * theirs_sps * ours_gflop / batch
     need_equal = 1.5 * theirs_sps * theirs_gflop / batch
     return {
-        "source": "bench/results/hgn_vs_pytorch.json, graph_fp32 runs (mean of both core orders)",
+        "source": f"{source}, graph_fp32 runs (mean of both core orders)",
         "samples_per_second": {"tensorflow": round(ours_sps, 2), "pytorch": round(theirs_sps, 2)},
         "training_step_gflops": {"tensorflow": round(ours_sps * ours_gflop / batch, 1),
                                  "pytorch": round(theirs_sps * theirs_gflop / batch, 1)},
@@ -150,6 +163,8 @@ def main() -> None:
     parser.add_argument("--core", type=int, default=0, help="the core every worker is pinned to")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(RESULTS / "cpu_ceiling.json"))
+    parser.add_argument("--side-by-side", default=str(RESULTS / "hgn_vs_pytorch.json"),
+                        help="the JSON of bench/hgn_vs_pytorch.py run on this same CPU (its --out)")
     parser.add_argument("--worker", choices=["tensorflow", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -159,7 +174,7 @@ def main() -> None:
     unknown = [i for i in isas if i not in ISA_ENV]
     if unknown:
         raise SystemExit(f"unknown --isas {', '.join(unknown)}; valid: {', '.join(ISA_ENV)}")
-    side_path = RESULTS / "hgn_vs_pytorch.json"
+    side_path = Path(args.side_by_side)
     side_by_side = json.loads(side_path.read_text()) if side_path.exists() else {}
     result = {"command": "python " + " ".join([f"bench/{Path(__file__).name}", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu.describe(),
@@ -171,7 +186,7 @@ def main() -> None:
         entry = {"isa_environment": ISA_ENV[isa], "tensorflow": _run([*me, "--worker", "tensorflow"], isa, args.core)}
         if args.torch_python:
             entry["pytorch"] = _run([args.torch_python, *me[1:], "--worker", "torch"], isa, args.core)
-        entry["against_training"] = against_training(isa, entry, side_by_side)
+        entry["against_training"] = against_training(isa, entry, side_by_side, _shown(side_path))
         result["gflops"][isa] = entry
         print(f"[{isa}] GFLOP/s " + json.dumps({k: v for k, v in entry.items() if k != "isa_environment"}))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -30,7 +30,7 @@ than that code's default ([32, 64, 64, 64] with 2x2 kernels after the first), an
 both), `ATEN_CPU_CAPABILITY=avx2` (PyTorch's own kernels) and `XLA_FLAGS=--xla_cpu_max_isa=AVX2`.
 That emulates the instruction set of an AVX2-only CPU on this one; it is not such a CPU (clock,
 caches and memory stay this machine's), so read it as an indication, not a measurement of an
-AMD EPYC.
+AMD EPYC. On an AVX2-only CPU `--isa native` measures the real thing; give it its own `--out`.
 
 Writes `bench/results/hgn_vs_pytorch.json` (merged by ISA), recording the CPU and both libraries'
 versions.
