@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
+cpu.use_onednn()  # as train_hgn.py: TensorFlow's workers below inherit it
+
 RESULTS = ROOT / "bench" / "results"
 ISA_ENV = cpu.ISA_ENV
 CONV = dict(batch=256, size=32, channels=64, kernel=3)  # the decoder's last blocks: 64 -> 64, 3x3, SAME

@@ -34,6 +34,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `common`, run from any folder
+
+from common import cpu  # noqa: E402  (light: no TensorFlow)
+
+cpu.use_onednn()  # as train_hgn.py: set before this process or its workers load TensorFlow
+
 RESULTS = ROOT / "bench" / "results"
 PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1.9, "gflop_per_step": 318.0,
         "source": "PyTorch re-implementation on a 2-core machine of this kind (issue 4)"}
@@ -144,7 +150,7 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
     wall = time.perf_counter() - start
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    cpu_seconds = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     step_times = np.diff([start] + timer.times)
     cores = len(os.sched_getaffinity(0))
     # Median over steps: robust to the other jobs sharing this machine.
@@ -165,12 +171,12 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
         # On a shared machine the process gets a fraction of the cores: CPU seconds per step over
         # the core count estimates the step time on an idle machine (optimistic: it ignores the
         # cache and memory-bandwidth contention that also inflates CPU time under load).
-        "cpu_seconds_per_step": round(cpu / steps, 3),
-        "cpu_share_of_machine": round(cpu / wall / cores, 3),
+        "cpu_seconds_per_step": round(cpu_seconds / steps, 3),
+        "cpu_share_of_machine": round(cpu_seconds / wall / cores, 3),
         "idle_machine_estimate": {
-            "seconds_per_step": round(cpu / steps / cores, 3),
-            "samples_per_second": round(batch * steps * cores / cpu, 2),
-            "fraction_of_fp32_peak": round(gflop_step * steps * cores / cpu / MACHINE_PEAK_GFLOPS_FP32, 3)},
+            "seconds_per_step": round(cpu_seconds / steps / cores, 3),
+            "samples_per_second": round(batch * steps * cores / cpu_seconds, 2),
+            "fraction_of_fp32_peak": round(gflop_step * steps * cores / cpu_seconds / MACHINE_PEAK_GFLOPS_FP32, 3)},
         "finite_loss": bool(np.isfinite(float(model.trackers["loss"].result()))),
     }
 

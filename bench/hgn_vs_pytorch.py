@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT))  # `common` for the CPU description, run from any 
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
+cpu.use_onednn()  # as train_hgn.py: TensorFlow's workers below inherit it
+
 RESULTS = ROOT / "bench" / "results" / "hgn_vs_pytorch.json"
 ISA_ENV = cpu.ISA_ENV
 ROLLOUT = {"seq_length": 30, "n_channels": 3, "delta_time": 0.125, "img_size": 32}

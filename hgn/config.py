@@ -7,9 +7,10 @@ Presets:
   encoder to a 4x4x32 posterior, 5-layer latent transformer, separable K(p) + V(q) conv
   Hamiltonians (channels 32-64-64-64-1, kernels 3-2-2-2-2), an upsampling decoder of 3 blocks of
   two 3x3 convs of 64, GECO with kappa = 1e-3, Adam 1.5e-4.
-* `pytorch`: the CampusAI PyTorch re-implementation's network sizes (5 input frames, 30-frame
-  rollouts, full-resolution 7-conv encoder to 48 channels, strided transformer, one joint
-  H(q, p) conv net of 8 layers, residual upsampling decoder), for like-for-like benchmarks.
+* `pytorch`: the CampusAI PyTorch re-implementation's default configuration (5 input frames,
+  26 reconstructed frames per training window, full-resolution 7-conv encoder to 48 channels,
+  strided transformer, one joint H(q, p) conv net of channels 32-64-64-64 and kernels 3-2-2-2-2,
+  residual upsampling decoder), for like-for-like benchmarks.
 * `quick` (the default) and `quality`: the CPU recipe measured by `bench/hgn_recipe.py`: DeepMind's
   HGN++ layout (vector latent, MLP Hamiltonians) at CPU size with a rollout-length curriculum
   and forward + backward training; `quick` trains at most 10.5 minutes (15 in all on 2 cores)
@@ -263,11 +264,14 @@ PRESETS: Dict[str, HGNConfig] = {
         learning_rate=1.5e-4, batch_size=32, eval_frames=30),
     # The paper's encoder sees the whole 31-frame window, so its rollouts are scored over 31 frames.
     "paper": HGNConfig(eval_frames=31),
+    # CampusAI's experiment_params/train_config_default.yaml: its training step encodes frames 0-4
+    # of a 30-frame rollout and reconstructs frames 4-29 (26, a window of 26 here); its joint H is
+    # [32, 64, 64, 64] channels, kernels [3, 2, 2, 2, 2], strides [1, 2, 1, 1, 1].
     "pytorch": HGNConfig(
-        input_frames=5, window=30, encoder="full_res", encoder_widths=(32, 64, 64, 64, 64, 64, 64),
+        input_frames=5, window=26, encoder="full_res", encoder_widths=(32, 64, 64, 64, 64, 64, 64),
         latent_channels=48, transformer_widths=(64, 64, 64), transformer_strides=(2, 2, 2),
-        hamiltonian="joint", hamiltonian_widths=(32, 64, 64, 64, 64, 64, 64, 64),
-        hamiltonian_kernels=(3,) * 9, hamiltonian_strides=(1,) * 9,
+        hamiltonian="joint", hamiltonian_widths=(32, 64, 64, 64),
+        hamiltonian_kernels=(3, 2, 2, 2, 2), hamiltonian_strides=(1, 2, 1, 1, 1),
         decoder="residual", decoder_width=64, objective="beta", beta=1e-3, batch_size=16,
         steps=15_625, n_train=50_000, n_test=10_000),
     "small": HGNConfig(
