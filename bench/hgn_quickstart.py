@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The quick start as a user meets it: `python train_hgn.py --dataset pendulum`, timed end to end.
+
+    python bench/hgn_quickstart.py --name default --out bench/results/hgn_quickstart_epyc.json
+    python bench/hgn_quickstart.py --name seed0 --out bench/results/hgn_quickstart_epyc.json -- --seed 0
+
+Runs the command (plus any flags after `--`) in a fresh process with a fresh dataset folder, so
+the wall clock includes simulating and rendering the data, training, evaluation and export, as
+on a new machine. Records the wall clock, the child's peak resident memory, the run's own
+timings, steps, test MSE x1e-4 forward and backward over 30 frames, median VPT, the mean-frame
+baseline and the test curve, with the CPU (model, flags, oneDNN request), the commit and the
+load average at the start; copies the forward and backward rollout strips next to the JSON.
+Several runs (`--name`) merge into one JSON. Nothing else should run on the machine meanwhile.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import cpu  # noqa: E402  (light: no TensorFlow)
+from common.runs import atomic_write_json  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True, cwd=ROOT).stdout.strip()
+    return proc.stdout.strip() + ("+uncommitted changes" if dirty else "") if proc.returncode == 0 else "unknown"
+
+
+def run(name: str, flags: list, out: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="hgn-quickstart-") as work:
+        run_dir = Path(work) / "run"
+        cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", "pendulum", "--run-dir", str(run_dir),
+               "--data-dir", str(Path(work) / "datasets"), *flags]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        load = [round(x, 2) for x in os.getloadavg()]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"the quick start failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux: the largest child
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        curve_file = run_dir / "test_curve.json"
+        curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
+        strips = {}
+        for direction in ("forward", "backward"):
+            src = run_dir / f"rollout_{direction}.png"
+            if src.is_file():
+                dst = out.parent / f"{out.stem}_{name}_rollout_{direction}.png"
+                shutil.copyfile(src, dst)
+                strips[direction] = str(dst.relative_to(ROOT)) if dst.is_relative_to(ROOT) else str(dst)
+    shown = " ".join(["python", "train_hgn.py", "--dataset", "pendulum", *flags])
+    return {
+        "command": shown, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average_at_start": load, "cpu": cpu.describe(),
+        "wall_clock_seconds": round(wall, 1), "peak_rss_gb": round(peak_kb / 1e6, 2),
+        "steps": metrics["step"], "compute_dtype": metrics["compute_dtype"],
+        "timing_seconds": metrics["timing_seconds"],
+        "test_mse_x1e4": {"forward": round(metrics["test_forward"]["mse_x1e4"], 2),
+                          "backward": round(metrics["test_backward"]["mse_x1e4"], 2)},
+        "vpt_median_frames": {d: metrics[f"test_{d}"].get("vpt_median_frames") for d in ("forward", "backward")},
+        "mean_frame_mse_x1e4": round(metrics["test_mean_frame_mse_x1e4"], 2),
+        "test_curve": curve, "rollout_strips": strips,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="this run's key in the JSON (e.g. default_seed1)")
+    parser.add_argument("--out", default=str(RESULTS / "hgn_quickstart_runs.json"),
+                        help="the JSON (runs of other --name in it are kept); give each CPU its own")
+    parser.add_argument("flags", nargs="*", help="extra train_hgn.py flags, after --")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = run(args.name, args.flags, out)
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    report.setdefault("what", "the quick start end to end (bench/hgn_quickstart.py): fresh process, fresh dataset, "
+                              "2 cores, nothing else running")
+    report.setdefault("runs", {})[args.name] = result
+    atomic_write_json(out, report)
+    print(json.dumps({k: result[k] for k in ("wall_clock_seconds", "steps", "test_mse_x1e4", "vpt_median_frames",
+                                             "peak_rss_gb")}))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

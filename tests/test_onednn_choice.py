@@ -1,0 +1,30 @@
+"""`common.cpu.use_onednn`: TensorFlow's oneDNN kernels asked for, a user's own choice kept."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from common import cpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _child(env_value):
+    """What a fresh process that calls `use_onednn()` before TensorFlow ends up with."""
+    env = {k: v for k, v in os.environ.items() if k != cpu.ONEDNN_ENV}
+    if env_value is not None:
+        env[cpu.ONEDNN_ENV] = env_value
+    code = ("from common import cpu; cpu.use_onednn(); "
+            "from tensorflow.python.util import _pywrap_util_port as port; "
+            "print(cpu.describe()['tf_enable_onednn_opts'], port.IsMklEnabled())")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    return out[-2], out[-1]
+
+
+def test_onednn_is_asked_for_and_recorded_unless_the_user_chose():
+    # On every CPU, TensorFlow's oneDNN is on after use_onednn() (TensorFlow itself leaves it off
+    # on AVX2-only CPUs), and describe() records the request beside every bench figure.
+    assert _child(None) == ("1", "True")
+    # A user's explicit choice wins: 0 turns oneDNN off, on this CPU whatever TensorFlow's default.
+    assert _child("0") == ("0", "False")
