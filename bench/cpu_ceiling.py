@@ -5,7 +5,7 @@
     python bench/cpu_ceiling.py --torch-python PYTHON     # also PyTorch's own kernels
 
 The `pytorch` preset's training step is mostly 3x3 convolutions of 64 channels on 32x32 maps
-(the decoder, over all 30 frames of 16 windows) and their two gradients. This script times that
+(the decoder, over all 26 frames of 16 windows) and their two gradients. This script times that
 shape alone, in float32 on one thread pinned to one core, for each `--isas` (native, and avx2:
 oneDNN and XLA capped at AVX2 code paths, as in bench/hgn_vs_pytorch.py, an emulation of an
 AVX2-only CPU's instruction set on this one): the forward convolution, its input gradient, its

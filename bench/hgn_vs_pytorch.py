@@ -22,9 +22,9 @@ then again with the cores swapped; the ratio of median step times is reported fo
 The FLOPs of one PyTorch training step are counted by `torch.utils.flop_counter` (convolutions
 and matrix products, forward and backward), beside this side's analytic count
 (`bench/hgn_throughput.py`), so that each pair also reports the ratio of work per step and of
-FLOP/s: the `pytorch` preset's Hamiltonian (8 hidden 3x3 convs of up to 64 channels) is larger
-than that code's default ([32, 64, 64, 64] with 2x2 kernels after the first), and it decodes all
-30 frames of the window where that code decodes the last 26.
+FLOP/s. Since commit e2208a8 the `pytorch` preset is that code's default (26 reconstructed
+frames, its [32, 64, 64, 64] joint Hamiltonian): 278.8 GFLOP per step here against 279.2
+counted there. Before, its 8-layer Hamiltonian over 30 frames did 1.36x that work (379 GFLOP).
 
 `--isa avx2` caps both libraries at AVX2 code paths: `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN, used by
 both), `ATEN_CPU_CAPABILITY=avx2` (PyTorch's own kernels) and `XLA_FLAGS=--xla_cpu_max_isa=AVX2`.

@@ -24,14 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
-
 from common import cpu
-from common.runs import atomic_write_json
-from data import targets
-from nhf import training
-from nhf.config import PRESETS
+
+cpu.use_onednn()  # as train_nhf.py, before TensorFlow loads
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from common.runs import atomic_write_json  # noqa: E402
+from data import targets  # noqa: E402
+from nhf import training  # noqa: E402
+from nhf.config import PRESETS  # noqa: E402
 
 ORIGINAL_SECONDS_PER_STEP = 0.072
 ORIGINAL_SAMPLES_PER_SECOND = 139.0
