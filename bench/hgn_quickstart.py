@@ -67,7 +67,8 @@ def run(name: str, flags: list, out: Path) -> dict:
     shown = " ".join(["python", "train_hgn.py", "--dataset", "pendulum", *flags])
     return {
         "command": shown, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "load_average_at_start": load, "cpu": cpu.describe(),
+        # The training process's own record (its oneDNN request is set in train_hgn.py, not here).
+        "load_average_at_start": load, "cpu": metrics.get("cpu", cpu.describe()),
         "wall_clock_seconds": round(wall, 1), "peak_rss_gb": round(peak_kb / 1e6, 2),
         "steps": metrics["step"], "compute_dtype": metrics["compute_dtype"],
         "timing_seconds": metrics["timing_seconds"],

@@ -17,8 +17,10 @@ or test trajectory in, a predicted movie out).
 """
 import sys as _sys
 
+from common.cpu import use_onednn as _use_onednn
 from common.runs import import_tensorflow_quietly as _import_tensorflow_quietly
 
+_use_onednn()  # oneDNN's kernels where TensorFlow leaves them off, if TensorFlow is not loaded yet
 if "--debug" not in _sys.argv:
     # `python -m hgn.predict` imports this package before its own code runs: without this, every
     # run (and every one-line error) would start with TensorFlow's C++ start-up lines.

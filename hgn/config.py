@@ -246,7 +246,8 @@ PRESETS: Dict[str, HGNConfig] = {
     # included (at most 10.5 minutes of training), with the sub-pixel decoder: its steps cost
     # less than half as much in float32, which is what a CPU without native bfloat16 runs.
     # Measured (bench/results/hgn_quickstart_subpixel.json): 2,600 steps in 7.5 training minutes
-    # on the AMX Xeon (bfloat16), 2,401 in the 10.5 with AVX2 code paths only (float32).
+    # on the AMX Xeon (bfloat16), 2,401 in the 10.5 with AVX2 code paths only (float32), 2,516 and
+    # 2,547 (two seeds) in the 10.5 on an AVX2-only AMD EPYC (float32, oneDNN; hgn_quickstart_epyc.json).
     "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=2_600, max_train_minutes=10.5,
                        curve_every_minutes=2.0),
     # The same recipe for the quality run: 4,200 steps, the decay ending with them. Measured: 36
