@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT))  # `common` for the CPU description, run from any 
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
+cpu.use_onednn()  # what train_hgn.py asks for: its runs inherit it, and cpu.describe() records it
+
 RESULTS = ROOT / "bench" / "results"
 # Per-pixel MSE x 1e-4 over 30-frame rollouts, train / test: Toth et al. 2020 (arXiv 1909.13789)
 # Table 1, leapfrog; the PyTorch re-implementation's reported figures.

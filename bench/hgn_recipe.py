@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT))  # `common` for the CPU description, run from any 
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 
+cpu.use_onednn()  # what train_hgn.py asks for: its runs inherit it, and cpu.describe() records it
+
 RESULTS = ROOT / "bench" / "results"
 RUNS = ROOT / "runs" / "recipe"
 THRESHOLDS = (50.0, 25.0, 15.0)
