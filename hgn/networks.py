@@ -216,8 +216,9 @@ def build_decoder(config: HGNConfig) -> keras.Sequential:
             stack.append(ResidualUpsample(config.decoder_width, channels, dtype=dtype))
         channels = config.decoder_width
     # The last conv runs in the compute dtype and only the sigmoid in float32: a float32 conv would
-    # keep a float32 copy of its [B*T, H, W, width] input for its weight gradient (126 MB for the
-    # pytorch preset's 480 frames of 32x32x64), on top of the bfloat16 original.
+    # keep a float32 copy of its [B*T, H, W, width] input for its weight gradient (109 MB for the
+    # pytorch preset's 416 frames, batch 16 x a 26-frame window, of 32x32x64), on top of the
+    # bfloat16 original.
     if subpixel:
         stack += [layers.Conv2D(3 * 4, 3, padding="same", dtype=dtype), DepthToSpace(2, dtype=dtype)]
     else:
