@@ -74,11 +74,8 @@ def main(argv: list) -> int:
     if command == "test":
         # Two processes, each taking whole files (module fixtures train their runs once): graph
         # tracing is single-threaded, so two overlap well on 2 cores (measured: 15 min 16 s
-        # against 20 min 58 s in one process). Files go out longest first (tests/conftest.py's
-        # order; xdist would otherwise reorder them by test count). `-n 0` after `test` runs in
-        # one process.
-        return _run([PY, "-m", "pytest", "tests", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", *rest],
-                    env=_env())
+        # against 20 min 58 s in one process). `-n 0` after `test` runs in one process.
+        return _run([PY, "-m", "pytest", "tests", "-n", "2", "--dist", "loadfile", *rest], env=_env())
     # demo: the two main jobs on small embedded defaults, into runs/demo-*.
     for cmd in ([PY, "train_hgn.py", "--dataset", "pendulum", "--run-dir", "runs/demo-hgn", *rest],
                 [PY, "train_nhf.py", "--target", "mixture", "--preset", "small", "--run-dir", "runs/demo-nhf", *rest]):
