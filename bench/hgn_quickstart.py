@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
+from common.runs import atomic_write_json  # noqa: E402
 
 cpu.use_onednn()  # as train_hgn.py does for itself
-from common.runs import atomic_write_json  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `common`, run from any folder
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
+from cpu_ceiling import MATMUL, _median_seconds  # noqa: E402  (this folder: the same matmul as its ceiling)
 
 cpu.use_onednn()  # as train_hgn.py: set before this process or its workers load TensorFlow
 
@@ -48,7 +49,6 @@ RESULTS = ROOT / "bench" / "results"
 PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1.9, "gflop_per_step": 318.0,
         "source": "PyTorch re-implementation on the 2-core Intel Xeon with AMX of issue 4 (not this CPU; "
                   "see bench/hgn_vs_pytorch.py for a side-by-side run)"}
-MATMUL_SIZE = 1536  # float32 matmul whose GFLOP/s, measured in each worker, is the "fp32 peak"
 VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
             "graph_bf16_fused": (False, "bfloat16", True),
@@ -190,16 +190,10 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
 
 
 def _fp32_matmul_gflops(tf, repeats: int = 7) -> float:
-    """GFLOP/s of a MATMUL_SIZE float32 matmul on this CPU (median of `repeats`, after one warm-up)."""
-    a = tf.random.normal([MATMUL_SIZE, MATMUL_SIZE])
+    """GFLOP/s of bench/cpu_ceiling.py's float32 matmul (MATMUL^3) on this CPU, median of `repeats`."""
+    a = tf.random.normal([MATMUL, MATMUL])
     matmul = tf.function(lambda: tf.matmul(a, a))
-    matmul().numpy()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        matmul().numpy()
-        times.append(time.perf_counter() - t0)
-    return 2 * MATMUL_SIZE ** 3 / 1e9 / sorted(times)[repeats // 2]
+    return 2 * MATMUL ** 3 / 1e9 / _median_seconds(lambda: matmul().numpy(), repeats)
 
 
 def main(argv=None) -> int:
