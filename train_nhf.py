@@ -3,13 +3,11 @@
 import sys
 
 from common.cpu import use_onednn
-from common.runs import import_tensorflow_quietly, run_cli
+from common.runs import run_cli
 
 use_onednn()  # before TensorFlow loads: oneDNN's kernels on CPUs where TensorFlow leaves them off
-if "--debug" not in sys.argv:
-    import_tensorflow_quietly()  # before anything imports TensorFlow: hides its start-up log lines
 
-from nhf.cli import main  # noqa: E402
+from nhf.cli import main  # noqa: E402  (parses the flags before it loads TensorFlow)
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

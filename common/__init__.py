@@ -4,9 +4,9 @@ Nothing here imports from `data`, `hgn` or `nhf`. Names are loaded on first use 
 `common.config` and `common.runs` can be imported by command lines without importing
 TensorFlow before their arguments are checked.
 """
-import importlib
+from common.lazy import lazy_attributes as _lazy_attributes
 
-_SUBMODULES = ("callbacks", "config", "console", "cpu", "distribute", "integrators", "runs", "schedules")
+_SUBMODULES = ("callbacks", "config", "console", "cpu", "distribute", "integrators", "lazy", "runs", "schedules")
 _NAMES = {
     "EnergyFn": "common.hamiltonians",
     "Hamiltonian": "common.hamiltonians",
@@ -24,15 +24,4 @@ _NAMES = {
 __all__ = sorted([*_NAMES, *_SUBMODULES])
 
 
-def __getattr__(name):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"common.{name}")
-    if name in _NAMES:
-        value = getattr(importlib.import_module(_NAMES[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'common' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = _lazy_attributes(__name__, _NAMES, _SUBMODULES)

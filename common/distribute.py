@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -33,6 +32,7 @@ def split_cpu(n: int) -> None:
     Raises:
       ValueError: if n < 1, or TensorFlow already initialised its devices with another split.
     """
+    import tensorflow as tf
     if n < 1:
         raise ValueError(f"--replicas must be >= 1, got {n}")
     cpus = tf.config.list_physical_devices("CPU")
@@ -83,6 +83,7 @@ def make_strategy(name: str, replicas: int = 1) -> tf.distribute.Strategy:
       ValueError: unknown name (listing the valid ones), or `multi_worker` without a valid
         TF_CONFIG.
     """
+    import tensorflow as tf
     if name not in STRATEGIES:
         raise ValueError(f"unknown --strategy {name!r}; valid: {', '.join(STRATEGIES)}")
     if name == "default":
@@ -105,6 +106,7 @@ def make_strategy(name: str, replicas: int = 1) -> tf.distribute.Strategy:
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
     """`default`, `mirrored` or `multi_worker` (the `--strategy` names), else the class name."""
+    import tensorflow as tf
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "multi_worker"
     if isinstance(strategy, tf.distribute.MirroredStrategy):
@@ -116,6 +118,7 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
 
 def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     """Whether this process writes checkpoints and exports (worker 0, or a chief task)."""
+    import tensorflow as tf
     config = tf_config()
     if config is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
@@ -162,6 +165,7 @@ def shard(strategy: tf.distribute.Strategy, value):
     pieces, so a run draws the same global batch and random numbers whatever the strategy, and
     the replicas' mean gradient equals the single-device gradient.
     """
+    import tensorflow as tf
     n = strategy.num_replicas_in_sync
     if n == 1:
         return value
@@ -179,6 +183,7 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) ->
     its share of every global batch (file-based auto-sharding would give the workers different
     data orders). Other strategies get `dataset` unchanged.
     """
+    import tensorflow as tf
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return dataset
     options = tf.data.Options()
@@ -192,6 +197,7 @@ def barrier(strategy: Optional[tf.distribute.Strategy]) -> None:
     Workers call it before exiting, so that no worker leaves while the chief still evaluates and
     exports (TensorFlow's coordination service reports a departed worker as crashed).
     """
+    import tensorflow as tf
     if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf_config() is not None):
         return
 
@@ -231,6 +237,7 @@ def set_determinism(seed: int, deterministic_ops: bool = True) -> None:
     varying. Thread-level parallel reductions in oneDNN are deterministic on a fixed machine
     and thread count, not across machines with different instruction sets.
     """
+    import tensorflow as tf
     random.seed(seed)
     np.random.seed(seed)
     tf.random.set_seed(seed)

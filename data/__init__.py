@@ -17,8 +17,7 @@ import) loads on first use of one of its names.
 """
 from __future__ import annotations
 
-import importlib
-
+from common.lazy import lazy_attributes as _lazy_attributes
 from data.generation import (
     DEFAULT_DT,
     DEFAULT_FRAMES,
@@ -79,13 +78,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_attributes(__name__, _LAZY)

@@ -29,9 +29,10 @@ import math
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
-Tensor = tf.Tensor
+# TensorFlow is imported inside the log densities: the target names and samplers (which
+# `train_nhf.py` checks its flags against) load without it.
+Tensor = "tf.Tensor"
 Sampler = Callable[[int, int], np.ndarray]
 LogProbFn = Callable[[Tensor], Tensor]
 
@@ -63,12 +64,16 @@ class Target:
 
 
 def _normal_log_prob(x, loc, scale):
+    import tensorflow as tf
+
     z = (x - loc) / scale
     return -0.5 * tf.square(z) - tf.math.log(scale) - 0.5 * math.log(2.0 * math.pi)
 
 
 def _gaussian_mixture_log_prob(x: Tensor, centres: np.ndarray, std: float) -> Tensor:
     """log of an equal-weight isotropic Gaussian mixture; `centres` is `[k, d]`."""
+    import tensorflow as tf
+
     x = tf.convert_to_tensor(x)
     c = tf.constant(centres, x.dtype)
     d = centres.shape[1]
@@ -112,6 +117,8 @@ def _sample_checkerboard(n: int, seed: int) -> np.ndarray:
 
 
 def _checkerboard_log_prob(x: Tensor) -> Tensor:
+    import tensorflow as tf
+
     x = tf.convert_to_tensor(x)
     u = x / 2.0  # back to FFJORD's unit cells
     inside = tf.reduce_all((u >= -2.0) & (u < 2.0), axis=-1)
@@ -163,6 +170,8 @@ def _sample_rings(n: int, seed: int) -> np.ndarray:
 
 
 def _rings_log_prob(x: Tensor) -> Tensor:
+    import tensorflow as tf
+
     # A Gaussian smeared uniformly around a circle of radius r has the closed form
     # exp(-(|x|^2 + r^2) / 2s^2) I0(|x| r / s^2) / (2 pi s^2); i0e keeps it finite.
     x = tf.convert_to_tensor(x)
@@ -209,6 +218,8 @@ def _sample_banana(n: int, seed: int) -> np.ndarray:
 
 
 def _banana_log_prob(x: Tensor) -> Tensor:
+    import tensorflow as tf
+
     x = tf.convert_to_tensor(x)
     x1, x2 = x[..., 0], x[..., 1]
     two, half = tf.constant(2.0, x.dtype), tf.constant(0.5, x.dtype)
@@ -225,6 +236,8 @@ def _sample_funnel(n: int, seed: int) -> np.ndarray:
 
 
 def _funnel_log_prob(x: Tensor) -> Tensor:
+    import tensorflow as tf
+
     x = tf.convert_to_tensor(x)
     v, u = x[..., 0], x[..., 1]
     return _normal_log_prob(v, 0.0, tf.constant(3.0, x.dtype)) + _normal_log_prob(u, 0.0, tf.exp(v / 2))

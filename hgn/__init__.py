@@ -11,27 +11,37 @@
 
 Modules: `config` (HGNConfig, presets), `networks`, `model` (HGN: objective, train/test steps),
 `training` (fit, checkpoints, resume, non-finite guard), `evaluation` (MSE, VPT, energy drift,
-time rescaling, latent R^2), `plots`, `export` (SavedModel), `experiment` (one whole run:
-`run_experiment`), `cli` (train_hgn.py), `predict` (`python -m hgn.predict`: a video, PNG folder
-or test trajectory in, a predicted movie out).
+time rescaling, latent R^2), `plots`, `serving` (the SavedModel: `export`, `HGNModule`),
+`experiment` (one whole run: `run_experiment`), `cli` (train_hgn.py), `predict` (`python -m
+hgn.predict`: a video, PNG folder or test trajectory in, a predicted movie out).
 """
-import sys as _sys
-
 from common.cpu import use_onednn as _use_onednn
-from common.runs import import_tensorflow_quietly as _import_tensorflow_quietly
+from common.lazy import lazy_attributes as _lazy_attributes
 
 _use_onednn()  # oneDNN's kernels where TensorFlow leaves them off, if TensorFlow is not loaded yet
-if "--debug" not in _sys.argv:
-    # `python -m hgn.predict` imports this package before its own code runs: without this, every
-    # run (and every one-line error) would start with TensorFlow's C++ start-up lines.
-    _import_tensorflow_quietly()
 
-from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig
-from hgn.evaluation import evaluate, latent_r2, valid_prediction_time
-from hgn.export import HGNModule, export
-from hgn.model import HGN
-from hgn.networks import EnergyNet, build_decoder, build_encoder, build_energy_nets, build_transformer
-from hgn.training import build_model, checkpoint_manager, restore_latest, train
+# Names load on first use (PEP 562), so the command lines (`train_hgn.py`, `python -m hgn.predict`)
+# check their flags before TensorFlow loads: a typo or `--help` answers in about a second.
+_NAMES = {
+    "DEFAULT_PRESET": "hgn.config",
+    "PRESETS": "hgn.config",
+    "HGNConfig": "hgn.config",
+    "evaluate": "hgn.evaluation",
+    "latent_r2": "hgn.evaluation",
+    "valid_prediction_time": "hgn.evaluation",
+    "HGNModule": "hgn.serving",
+    "export": "hgn.serving",
+    "HGN": "hgn.model",
+    "EnergyNet": "hgn.networks",
+    "build_decoder": "hgn.networks",
+    "build_encoder": "hgn.networks",
+    "build_energy_nets": "hgn.networks",
+    "build_transformer": "hgn.networks",
+    "build_model": "hgn.training",
+    "checkpoint_manager": "hgn.training",
+    "restore_latest": "hgn.training",
+    "train": "hgn.training",
+}
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -53,3 +63,6 @@ __all__ = [
     "train",
     "valid_prediction_time",
 ]
+
+
+__getattr__, __dir__ = _lazy_attributes(__name__, _NAMES)

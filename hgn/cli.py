@@ -11,12 +11,12 @@ from typing import Optional, Sequence
 
 from common import config as config_lib
 from common import console, distribute
-from common.runs import RunError, check_writable_dir
-from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig, presets_for
+from common.runs import RunError, check_writable_dir, import_tensorflow_quietly
+from hgn.config import DEFAULT_PRESET, MAX_BATCH, MAX_SAMPLES, MAX_STEPS, PRESETS, HGNConfig, presets_for
 
 DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
 
-  python train_hgn.py --dataset pendulum                     # small preset, runs/hgn-pendulum
+  python train_hgn.py --dataset pendulum                     # the quick preset, runs/hgn-pendulum
   python train_hgn.py --dataset mass_spring --preset paper --run-dir runs/ms-paper
   python train_hgn.py --run-dir runs/hgn-pendulum --resume   # continue an interrupted run
   python train_hgn.py --run-dir runs/hgn-pendulum --resume --eval-only
@@ -41,8 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="0 silent, 1 progress bar, 2 one line per checkpoint interval and the libraries' "
                           "warnings (default 1)")
     run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    from hgn.export import MAX_BATCH, MAX_SAMPLES, MAX_STEPS
-
     def cap(text: str) -> int:
         if not text.isdigit() or int(text) < 1:
             raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
@@ -111,6 +109,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `train_hgn.py` (see `DESCRIPTION`); returns the exit status."""
     args, config, dataset, run_dir, data_dir = _resolve(argv)
     check_writable_dir(run_dir)
+    if not args.debug:
+        import_tensorflow_quietly()  # after the flags check out, before anything else loads it
     console.quiet(args.verbose < 2)
     try:
         # Before anything initialises TensorFlow's devices (mirrored splits the CPU).

@@ -292,6 +292,11 @@ PRESETS: Dict[str, HGNConfig] = {
 
 DEFAULT_PRESET = "quick"
 
+# Default serving caps of an exported SavedModel (`hgn.serving`; `train_hgn.py --serve-max-*`).
+MAX_STEPS = 10_000  # n_steps per request
+MAX_BATCH = 1024  # clips (or states) per request
+MAX_SAMPLES = 10_000  # n of a sample request
+
 # Per-system settings of the recipe presets (`quick`, `quality`), applied when `--dataset` names
 # the system; flags given on the command line still win. Each entry says what was measured
 # (README "HGN on five systems"; one seed each, one core, `--preset quality --steps 4200`).

@@ -12,7 +12,7 @@ Run directory layout:
     long_horizon.png       per-frame test MSE beyond the training window (--long-horizon-frames)
     training_curves.png    reconstruction MSE (training batches and the test curve), KL, GECO multiplier
     test_curve.json        test MSE forward and backward during training (--curve-every-minutes)
-    saved_model/           SavedModel (see hgn.export)
+    saved_model/           SavedModel (see hgn.serving)
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from common import cpu, distribute
 from common.runs import RunError, atomic_write_json, holds_checkpoints, load_history
 from hgn import evaluation, plots, training
 from hgn.config import HGNConfig
-from hgn.export import export as export_saved_model
+from hgn.serving import export as export_saved_model
 from hgn.model import HGN
 
 Say = Callable[[str], None]
@@ -100,7 +100,7 @@ def train(model: HGN, manager: tf.train.CheckpointManager, builder, dataset: str
 def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path, step: int,
                         serving: Optional[Dict[str, Optional[int]]] = None) -> Tuple[Dict[str, object], Dict[str, str]]:
     """Scores the model (see `hgn.evaluation.evaluate`), draws the run's pictures and exports
-    the SavedModel with the serving caps `serving` (`hgn.export.export`'s keywords).
+    the SavedModel with the serving caps `serving` (`hgn.serving.export`'s keywords).
 
     Returns:
       The metrics (with their private arrays) and the files written, by kind.
@@ -142,7 +142,7 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
       verbose: 0 silent, 1 progress bar, 2 one line per checkpoint interval.
       strategy: the `tf.distribute` strategy (`common.distribute.make_strategy`; None: default).
       serving: the SavedModel's serving caps (`max_steps`, `max_batch`, `max_samples`,
-        `max_frames`; missing ones take `hgn.export`'s defaults).
+        `max_frames`; missing ones take `hgn.serving`'s defaults).
       command: the command line, recorded in metrics.json.
 
     Returns:

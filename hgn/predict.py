@@ -5,7 +5,7 @@
     python -m hgn.predict runs/hgn-pendulum/saved_model --video frames/ --direction backward --out past.mp4
 
 PATH is a `train_hgn.py` run directory (its `saved_model/` is used) or a SavedModel written by
-`hgn.export` (with its `hgn_config.json`); the model runs through `tf.saved_model.load`, so
+`hgn.serving` (with its `hgn_config.json`); the model runs through `tf.saved_model.load`, so
 any such export works without this project's model code.
 
 The clip is a video file OpenCV reads (`--video clip.mp4`, `.avi`, ...), a folder of PNG
@@ -55,7 +55,7 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
 
     Args:
       path: a `train_hgn.py` run directory (holding `config.json` and `saved_model/`) or a
-        SavedModel folder written by `hgn.export.export`.
+        SavedModel folder written by `hgn.serving.export`.
 
     Returns:
       `(export folder, info)`: info holds `input_frames`, `dt`, `image_size` and
@@ -92,7 +92,7 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
             run_config = run_config if run_config and "dataset" in run_config else None
     else:
         raise ValueError(f"{str(path)!r} is neither a train_hgn.py run directory (config.json, saved_model/) nor a "
-                         "SavedModel written by hgn/export.py (saved_model.pb, hgn_config.json)")
+                         "SavedModel written by hgn/serving.py (saved_model.pb, hgn_config.json)")
     if not (export / "hgn_config.json").is_file():
         raise ValueError(f"{str(export)!r} is a SavedModel but not an HGN export (it has no hgn_config.json)")
     info = _read_json(export / "hgn_config.json")
@@ -475,6 +475,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
+    if not args.debug:
+        from common.runs import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # after the flags check out: hides TensorFlow's start-up lines
     try:
         export, info = locate_export(args.path)
     except ValueError as e:

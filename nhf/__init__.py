@@ -18,18 +18,32 @@ checkpoints, resume, rollbacks; runs under any `tf.distribute` strategy), `exper
 run: `run_experiment`, `fit_samples`), `evaluation` (IWAE NLL, paired gap, VI report, outputs),
 `plots`, `export`, `cli` (train_nhf.py).
 """
-from nhf.bijector import NeuralHamiltonianFlow
-from nhf.config import PRESETS, NHFConfig
-from nhf.density import HamiltonianFlowDensity, build_density, effective_sample_size
-from nhf.encoder import MomentumEncoder
-from nhf.export import export_saved_model
-from nhf.hamiltonians import KINETIC_KINDS, LearnedHamiltonian
-from nhf.networks import ACTIVATIONS, MLP, ScalarMLP
-from nhf.priors import PRIORS, make_prior
-from nhf.evaluation import evaluate
-from nhf.model import AveragedGradientAdam, NHFModel
-from nhf.experiment import fit_samples, run_experiment
-from nhf.training import build_model
+from common.lazy import lazy_attributes as _lazy_attributes
+
+# Names load on first use (PEP 562), so `train_nhf.py` checks its flags before TensorFlow loads.
+_NAMES = {
+    "NeuralHamiltonianFlow": "nhf.bijector",
+    "PRESETS": "nhf.config",
+    "NHFConfig": "nhf.config",
+    "HamiltonianFlowDensity": "nhf.density",
+    "build_density": "nhf.density",
+    "effective_sample_size": "nhf.density",
+    "MomentumEncoder": "nhf.encoder",
+    "export_saved_model": "nhf.export",
+    "KINETIC_KINDS": "nhf.config",
+    "LearnedHamiltonian": "nhf.hamiltonians",
+    "ACTIVATIONS": "nhf.networks",
+    "MLP": "nhf.networks",
+    "ScalarMLP": "nhf.networks",
+    "PRIORS": "nhf.config",
+    "make_prior": "nhf.priors",
+    "evaluate": "nhf.evaluation",
+    "AveragedGradientAdam": "nhf.model",
+    "NHFModel": "nhf.model",
+    "fit_samples": "nhf.experiment",
+    "run_experiment": "nhf.experiment",
+    "build_model": "nhf.training",
+}
 
 __all__ = [
     "ACTIVATIONS",
@@ -54,3 +68,6 @@ __all__ = [
     "make_prior",
     "run_experiment",
 ]
+
+
+__getattr__, __dir__ = _lazy_attributes(__name__, _NAMES)

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 from common import console, distribute
 from common.config import config_from_args, config_parser, from_dict
-from common.runs import check_writable_dir
+from common.runs import check_writable_dir, import_tensorflow_quietly
 from nhf.config import PRESETS, NHFConfig
 
 DESCRIPTION = """Train a Neural Hamiltonian Flow on a target density or on your own points.
@@ -100,6 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of `train_nhf.py` (see `DESCRIPTION`); returns the exit status."""
     args, config, run_dir = _resolve(argv)
     run_dir = check_writable_dir(run_dir)
+    if not args.debug:
+        import_tensorflow_quietly()  # after the flags check out, before anything else loads it
     # Before anything creates a tensor: a mirrored strategy on a CPU splits it into devices.
     strategy = distribute.make_strategy(args.strategy, args.replicas)
 

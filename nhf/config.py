@@ -6,10 +6,13 @@ from typing import Dict, Optional, Tuple
 
 from common.config import field, one_of, positive
 from data import targets
-from nhf.hamiltonians import KINETIC_KINDS
-from nhf.networks import ACTIVATIONS
-from nhf.priors import PRIORS
 
+# The names the flags accept. They live here, free of TensorFlow, so that `train_nhf.py` checks
+# its flags before TensorFlow loads; `nhf.priors`, `nhf.hamiltonians` and `nhf.networks`
+# implement them (tests/test_nhf.py checks that the sets agree).
+PRIORS: Tuple[str, ...] = ("normal", "learned_normal", "student_t", "laplace")
+KINETIC_KINDS: Tuple[str, ...] = ("learned", "fixed")
+ACTIVATION_NAMES: Tuple[str, ...] = ("softplus", "swish", "tanh")
 MODES = ("density", "vi")
 OBJECTIVES = ("elbo", "iwae")
 DTYPES = ("float32", "float64")
@@ -28,7 +31,7 @@ class NHFConfig:
     n_steps: int = field(4, "leapfrog steps per Hamiltonian")
     step_size: float = field(0.25, "leapfrog step size eps (integration time per Hamiltonian = n_steps * eps)")
     widths: Tuple[int, ...] = field((64, 64), "hidden widths of the K and V MLPs, e.g. 64,64")
-    activation: str = field("softplus", "smooth activation: " + ", ".join(sorted(ACTIVATIONS)))
+    activation: str = field("softplus", "smooth activation: " + ", ".join(ACTIVATION_NAMES))
     kinetic: str = field("learned", "learned: K = p^T M^-1 p / 2 + MLP(p); fixed: quadratic K with learned "
                                     "diagonal mass, only V learned")
     prior: str = field("normal", "base distribution on (q0, p0): " + ", ".join(PRIORS))
@@ -83,7 +86,7 @@ class NHFConfig:
         one_of(self, "objective", OBJECTIVES)
         one_of(self, "prior", PRIORS)
         one_of(self, "kinetic", KINETIC_KINDS)
-        one_of(self, "activation", sorted(ACTIVATIONS))
+        one_of(self, "activation", ACTIVATION_NAMES)
         one_of(self, "dtype", DTYPES)
         positive(self, "dim", "num_hamiltonians", "n_steps", "step_size", "widths", "encoder_widths", "init_scale",
                  "steps", "batch_size", "train_momenta", "learning_rate", "final_lr_fraction", "clip_norm",

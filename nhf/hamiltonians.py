@@ -23,10 +23,10 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from common import SeparableHamiltonian
+from nhf.config import KINETIC_KINDS  # the names (kept free of TensorFlow for the command line)
 from nhf.networks import ScalarMLP
 
 Tensor = tf.Tensor
-KINETIC_KINDS = ("learned", "fixed")
 
 
 class LearnedHamiltonian(tf.Module):

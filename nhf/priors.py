@@ -12,15 +12,14 @@ that swapping them changes the tails, not the scale:
 from __future__ import annotations
 
 import math
-from typing import Tuple
-
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from nhf.config import PRIORS  # the names (kept free of TensorFlow for the command line)
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
-PRIORS: Tuple[str, ...] = ("normal", "learned_normal", "student_t", "laplace")
 STUDENT_T_DF = 5.0
 
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import data
 from hgn import PRESETS, training
-from hgn.export import export
+from hgn.serving import export
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dataclasses.replace(PRESETS["tiny"], steps=12, checkpoint_every=4, objective="geco")

@@ -311,3 +311,15 @@ def test_log_prob_approaches_the_quadrature_marginal_from_below(density_1d):
     bound = model.iwae_bound(tf.constant(q[:, None]), 4096, seed=(1, 1)).numpy()
     np.testing.assert_allclose(bound, exact, atol=0.05)
     assert bound.mean() < exact.mean() + 0.01
+
+
+def test_flag_names_are_the_implemented_ones():
+    """`nhf.config`'s TensorFlow-free name lists (what the flags accept) match the implementations."""
+    from nhf import config, hamiltonians, priors
+
+    assert config.ACTIVATION_NAMES == tuple(sorted(ACTIVATIONS))
+    assert priors.PRIORS is config.PRIORS and hamiltonians.KINETIC_KINDS is config.KINETIC_KINDS
+    for name in config.PRIORS:  # each name builds (an unknown one raises)
+        make_prior(name, 4)
+    with pytest.raises(ValueError, match="valid priors"):
+        make_prior("uniform", 4)

@@ -20,7 +20,7 @@ import nhf
 from common import PhaseSpace
 from common import config as config_lib
 from hgn import predict
-from hgn.export import MAX_BATCH, MAX_SAMPLES, MAX_STEPS, HGNModule, max_frames_within
+from hgn.serving import MAX_BATCH, MAX_SAMPLES, MAX_STEPS, HGNModule, max_frames_within
 from nhf.export import MEMORY_BUDGET, export_saved_model, serving_caps_within
 
 HGN_CONFIG = dataclasses.replace(hgn.PRESETS["tiny"], compute_dtype="float32")

@@ -39,12 +39,9 @@ from typing import Optional
 import tensorflow as tf
 
 from common.runs import atomic_directory
+from hgn.config import MAX_BATCH, MAX_SAMPLES, MAX_STEPS  # the default serving caps (module docstring)
 from hgn.model import HGN
 
-# Default serving caps (see the module docstring).
-MAX_STEPS = 10_000
-MAX_BATCH = 1024
-MAX_SAMPLES = 10_000
 MEMORY_BUDGET = 2 * 2**30  # bytes one request may allocate; sets the default max_frames
 
 
