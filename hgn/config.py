@@ -179,9 +179,6 @@ class HGNConfig:
             raise ValueError("--pace time needs --max-train-minutes: the schedule follows that budget")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ValueError(f"--final-lr-fraction must be in [0, 1], got {self.final_lr_fraction}")
-        from common import integrators  # imports TensorFlow; config modules stay light until validated
-
-        one_of(self, "integrator", integrators.names())
         if self.input_frames > self.window:
             raise ValueError(f"--input-frames ({self.input_frames}) must be <= --window ({self.window})")
         if self.window > self.data_frames or self.eval_frames > self.data_frames:
@@ -215,6 +212,14 @@ class HGNConfig:
         if self.latent == "spatial" and (len(self.hamiltonian_kernels) != len(self.hamiltonian_widths) + 1 or
                                          len(self.hamiltonian_strides) != len(self.hamiltonian_widths) + 1):
             raise ValueError("--hamiltonian-kernels and --hamiltonian-strides need one entry per hidden width plus one")
+        # Last: the integrator registry needs TensorFlow, so every other flag is checked before it
+        # loads. It loads quietly (without its C++ start-up lines), as the command lines load it.
+        from common.runs import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        from common import integrators
+
+        one_of(self, "integrator", integrators.names())
 
     def data_variant(self) -> Dict[str, object]:
         """The dataset variant as keyword arguments of `data.prepare` and `data.generate_arrays`."""
