@@ -149,6 +149,7 @@ class HGNConfig:
         60, "long-horizon evaluation (Botev et al. 2021's protocol): MSE and VPT over this many frames beyond "
             "the training window, forward and backward, on freshly rendered longer test trajectories; 0: off")
     long_horizon_trajectories: int = field(256, "trajectories of that long-horizon evaluation")
+    export: bool = field(True, "write the SavedModel (saved_model/) after the evaluation")
     curve_every_minutes: Optional[float] = field(
         None, "score test MSE (forward and backward) every this many minutes of training time into "
               "test_curve.json and TensorBoard (the time spent scoring is not counted; none: off)")

@@ -12,7 +12,7 @@ Run directory layout:
     long_horizon.png       per-frame test MSE beyond the training window (--long-horizon-frames)
     training_curves.png    reconstruction MSE (training batches and the test curve), KL, GECO multiplier
     test_curve.json        test MSE forward and backward during training (--curve-every-minutes)
-    saved_model/           SavedModel (see hgn.serving)
+    saved_model/           SavedModel (see hgn.serving); not with --no-export
 """
 from __future__ import annotations
 
@@ -99,8 +99,9 @@ def train(model: HGN, manager: tf.train.CheckpointManager, builder, dataset: str
 
 def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path, step: int,
                         serving: Optional[Dict[str, Optional[int]]] = None) -> Tuple[Dict[str, object], Dict[str, str]]:
-    """Scores the model (see `hgn.evaluation.evaluate`), draws the run's pictures and exports
-    the SavedModel with the serving caps `serving` (`hgn.serving.export`'s keywords).
+    """Scores the model (see `hgn.evaluation.evaluate`), draws the run's pictures and (with
+    `config.export`) exports the SavedModel with the serving caps `serving` (`hgn.serving.export`'s
+    keywords).
 
     Returns:
       The metrics (with their private arrays) and the files written, by kind.
@@ -117,7 +118,8 @@ def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path, step: 
         plots.training_curves(run_dir / "training_curves.png", history,
                               load_history(run_dir, step, training.CURVE_FILE))
         files["training_curves"] = "training_curves.png"
-    export_saved_model(model, run_dir / "saved_model", **(serving or {}))
+    if config.export:
+        export_saved_model(model, run_dir / "saved_model", **(serving or {}))
     return metrics, files
 
 

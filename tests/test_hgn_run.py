@@ -175,10 +175,11 @@ def test_cli_writes_every_output(cli_run):
 
 def test_cli_resume_continues_from_saved_step(cli_run):
     run, data_dir, _ = cli_run
-    proc = _cli("--run-dir", str(run), "--resume", "--steps", "6", "--verbose", "0")
+    # --no-export is kept by the resumed config, so neither run below re-exports.
+    proc = _cli("--run-dir", str(run), "--resume", "--steps", "6", "--verbose", "0", "--no-export")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == 4 and metrics["step"] == 6
+    assert metrics["resumed_from_step"] == 4 and metrics["step"] == 6 and metrics["config"]["export"] is False
     proc = _cli("--run-dir", str(run), "--resume", "--eval-only", "--verbose", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["step"] == 6

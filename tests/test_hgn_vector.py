@@ -249,7 +249,7 @@ def test_cli_records_compute_dtype_curve_and_mean_frame_baseline(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     args = ["--dataset", "pendulum", "--preset", "tiny", "--latent", "vector", "--hamiltonian-widths", "8,8",
             "--steps", "12", "--checkpoint-every", "6", "--curve-every-minutes", "0.001", "--curve-trajectories", "4",
-            "--run-dir", str(run), "--data-dir", str(tmp_path / "data"), "--verbose", "1"]
+            "--run-dir", str(run), "--data-dir", str(tmp_path / "data"), "--verbose", "1", "--no-export"]
     proc = subprocess.run([sys.executable, str(ROOT / "train_hgn.py"), *args], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -264,6 +264,7 @@ def test_cli_records_compute_dtype_curve_and_mean_frame_baseline(tmp_path):
     seconds = [p["train_seconds"] for p in curve]
     assert seconds == sorted(seconds)
     assert all(p["test_mse_x1e4_forward"] > 0 and p["test_mse_x1e4_backward"] > 0 for p in curve)
+    assert (run / "rollout_forward.png").is_file() and not (run / "saved_model").exists()  # --no-export
 
 
 def test_split_mode_is_the_mean_of_a_forward_and_a_backward_half(vector_model):
