@@ -9,6 +9,9 @@
 
 Batch sizes passed to the trainers are global: each replica sees batch / replicas examples.
 Checkpoints and exports are written by the chief (worker 0) only.
+
+TensorFlow is imported inside the functions that use it: the command lines add and check these
+flags before TensorFlow loads.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def split_cpu(n: int) -> None:
       ValueError: if n < 1, or TensorFlow already initialised its devices with another split.
     """
     import tensorflow as tf
+
     if n < 1:
         raise ValueError(f"--replicas must be >= 1, got {n}")
     cpus = tf.config.list_physical_devices("CPU")
@@ -84,6 +88,7 @@ def make_strategy(name: str, replicas: int = 1) -> tf.distribute.Strategy:
         TF_CONFIG.
     """
     import tensorflow as tf
+
     if name not in STRATEGIES:
         raise ValueError(f"unknown --strategy {name!r}; valid: {', '.join(STRATEGIES)}")
     if name == "default":
@@ -107,6 +112,7 @@ def make_strategy(name: str, replicas: int = 1) -> tf.distribute.Strategy:
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
     """`default`, `mirrored` or `multi_worker` (the `--strategy` names), else the class name."""
     import tensorflow as tf
+
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "multi_worker"
     if isinstance(strategy, tf.distribute.MirroredStrategy):
@@ -119,6 +125,7 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
 def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     """Whether this process writes checkpoints and exports (worker 0, or a chief task)."""
     import tensorflow as tf
+
     config = tf_config()
     if config is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
@@ -166,6 +173,7 @@ def shard(strategy: tf.distribute.Strategy, value):
     the replicas' mean gradient equals the single-device gradient.
     """
     import tensorflow as tf
+
     n = strategy.num_replicas_in_sync
     if n == 1:
         return value
@@ -184,6 +192,7 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) ->
     data orders). Other strategies get `dataset` unchanged.
     """
     import tensorflow as tf
+
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return dataset
     options = tf.data.Options()
@@ -198,6 +207,7 @@ def barrier(strategy: Optional[tf.distribute.Strategy]) -> None:
     exports (TensorFlow's coordination service reports a departed worker as crashed).
     """
     import tensorflow as tf
+
     if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and tf_config() is not None):
         return
 
@@ -238,6 +248,7 @@ def set_determinism(seed: int, deterministic_ops: bool = True) -> None:
     and thread count, not across machines with different instruction sets.
     """
     import tensorflow as tf
+
     random.seed(seed)
     np.random.seed(seed)
     tf.random.set_seed(seed)
