@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 # TensorFlow is imported inside the log densities: the target names and samplers (which
 # `train_nhf.py` checks its flags against) load without it.
-Tensor = "tf.Tensor"
+Tensor = Any  # a tf.Tensor
 Sampler = Callable[[int, int], np.ndarray]
 LogProbFn = Callable[[Tensor], Tensor]
 

@@ -43,26 +43,7 @@ _NAMES = {
     "train": "hgn.training",
 }
 
-__all__ = [
-    "DEFAULT_PRESET",
-    "EnergyNet",
-    "HGN",
-    "HGNConfig",
-    "HGNModule",
-    "PRESETS",
-    "build_decoder",
-    "build_encoder",
-    "build_energy_nets",
-    "build_model",
-    "build_transformer",
-    "checkpoint_manager",
-    "evaluate",
-    "export",
-    "latent_r2",
-    "restore_latest",
-    "train",
-    "valid_prediction_time",
-]
+__all__ = sorted(_NAMES)
 
 
 __getattr__, __dir__ = _lazy_attributes(__name__, _NAMES)

@@ -140,7 +140,7 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
       run_dir: output folder (see the module docstring).
       data_dir: TFDS data directory (None: `data.DEFAULT_DATA_DIR`).
       resume: continue from the newest checkpoint in `run_dir`.
-      eval_only: with `resume`, only evaluate and re-export.
+      eval_only: with `resume`, only evaluate and re-export (with `config.export`).
       verbose: 0 silent, 1 progress bar, 2 one line per checkpoint interval.
       strategy: the `tf.distribute` strategy (`common.distribute.make_strategy`; None: default).
       serving: the SavedModel's serving caps (`max_steps`, `max_batch`, `max_samples`,
@@ -191,6 +191,9 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
     t2 = time.time()
     metrics, files = evaluate_and_export(model, builder, dataset, run_dir, end, serving)
     seconds["eval_export"] = time.time() - t2
+    if not config.export and (run_dir / "saved_model").is_dir():
+        say(f"note: saved_model/ holds an earlier step's weights (--no-export); refresh it with: python "
+            f"train_hgn.py --run-dir {run_dir} --resume --eval-only --export")
     result = {
         "dataset": dataset, "step": end, "resumed_from_step": start if restored else None,
         "config": config_lib.to_dict(config), "files": files, **_timings(seconds, end - start, config.batch_size),

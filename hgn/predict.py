@@ -62,7 +62,8 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
       `serving_caps` (empty for exports older than the caps) from `hgn_config.json`, and
       `data`: the run's dataset settings `{"dataset", "data_seed", "data_frames", "colors",
       "noise_std"}` when known
-      (a run directory, or an export inside one), else None.
+      (a run directory, or an export inside one), else None; `stale`: a note when the run's
+      metrics.json is from a later step than the export (a run resumed with `--no-export`), else None.
 
     Raises:
       ValueError: naming what `path` is instead (missing, a `train_nhf.py` run, a run without
@@ -82,7 +83,7 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
         export = path / "saved_model"
         if not (export / "saved_model.pb").is_file():
             raise ValueError(f"the run {str(path)!r} has no saved_model/ yet; write it with: python train_hgn.py "
-                             f"--run-dir {path} --resume --eval-only")
+                             f"--run-dir {path} --resume --eval-only --export")
     elif (path / "saved_model.pb").is_file():
         export = path
         parent = path.parent / "config.json"
@@ -98,6 +99,15 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
     info = _read_json(export / "hgn_config.json")
     info.setdefault("serving_caps", {})
     info["data"] = None
+    info["stale"] = None
+    metrics = export.parent / "metrics.json"
+    if run_config is not None and "step" in info and metrics.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            run_step = int(_read_json(metrics)["step"])
+            if run_step != info["step"]:
+                info["stale"] = (f"the export holds the weights of step {info['step']}, the run was evaluated at "
+                                 f"step {run_step} (--no-export); refresh it: python train_hgn.py --run-dir "
+                                 f"{export.parent} --resume --eval-only --export")
     if run_config is not None:
         c = run_config.get("config", {})
         info["data"] = {"dataset": run_config["dataset"], "data_seed": c.get("data_seed", 0),
@@ -475,14 +485,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
-    if not args.debug:
-        from common.runs import import_tensorflow_quietly
-
-        import_tensorflow_quietly()  # after the flags check out: hides TensorFlow's start-up lines
     try:
         export, info = locate_export(args.path)
     except ValueError as e:
         parser.error(str(e))
+    if info["stale"]:
+        print(f"{PROG}: note: {info['stale']}", file=sys.stderr)
     k, size = int(info["input_frames"]), int(info["image_size"])
     dt = float(info["dt"]) if args.dt is None else args.dt
     backward = args.direction == "backward"
@@ -497,6 +505,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(clip) < k:
         parser.error(f"the clip has {len(clip)} frame{'s' if len(clip) != 1 else ''}; the model needs at least "
                      f"input_frames = {k}")
+    if not args.debug:
+        from common.runs import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # after every check that needs no TensorFlow; hides its start-up lines
     try:
         module = load_export(export)
     except ValueError as e:
@@ -504,7 +516,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if backward and not hasattr(module, "rollout_backward"):
         run = export.parent if (export.parent / "config.json").is_file() else "RUN"
         parser.error(f"the export {str(export)!r} predates rollout_backward; re-export it: python train_hgn.py "
-                     f"--run-dir {run} --resume --eval-only")
+                     f"--run-dir {run} --resume --eval-only --export")
     predicted = roll_out(module, clip, args.steps, dt, args.direction)
     panels: List[Tuple[Caption, np.ndarray]] = [
         ("input, reversed" if backward else "input", clip[::-1] if backward else clip),

@@ -218,7 +218,7 @@ def export(model: HGN, path, max_steps: int = MAX_STEPS, max_batch: int = MAX_BA
 
     Returns:
       The export path. Beside the SavedModel, `hgn_config.json` records `input_frames`, `dt`,
-      `image_size` and the caps (`serving_caps`).
+      `image_size`, the training step of the weights (`step`) and the caps (`serving_caps`).
 
     Raises:
       ValueError: a cap that is not a positive integer, naming it.
@@ -232,5 +232,6 @@ def export(model: HGN, path, max_steps: int = MAX_STEPS, max_batch: int = MAX_BA
         (Path(tmp) / "hgn_config.json").write_text(json.dumps({"input_frames": model.config.input_frames,
                                                               "dt": model.config.dt,
                                                               "image_size": model.config.image_size,
+                                                              "step": int(model.train_steps.numpy()),
                                                               "serving_caps": module.caps}, indent=2))
     return Path(path)

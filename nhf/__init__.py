@@ -45,29 +45,7 @@ _NAMES = {
     "build_model": "nhf.training",
 }
 
-__all__ = [
-    "ACTIVATIONS",
-    "AveragedGradientAdam",
-    "HamiltonianFlowDensity",
-    "KINETIC_KINDS",
-    "LearnedHamiltonian",
-    "MLP",
-    "MomentumEncoder",
-    "NHFConfig",
-    "NHFModel",
-    "NeuralHamiltonianFlow",
-    "PRESETS",
-    "PRIORS",
-    "ScalarMLP",
-    "build_density",
-    "build_model",
-    "effective_sample_size",
-    "evaluate",
-    "export_saved_model",
-    "fit_samples",
-    "make_prior",
-    "run_experiment",
-]
+__all__ = sorted(_NAMES)
 
 
 __getattr__, __dir__ = _lazy_attributes(__name__, _NAMES)

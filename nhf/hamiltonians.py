@@ -59,9 +59,12 @@ class LearnedHamiltonian(tf.Module):
         self.kinetic_kind = kinetic
         self.potential_net = ScalarMLP(dim, widths, activation, dtype, seed, out_scale, name="potential")
         self.log_mass = tf.Variable(tf.fill([dim], tf.constant(init_log_mass, dtype)), name="log_mass")
+        # "fixed": K(p) = p^T M^-1 p / 2 alone; "learned" adds an MLP.
         self.kinetic_net = None
         if kinetic == "learned":
             self.kinetic_net = ScalarMLP(dim, widths, activation, dtype, seed + 7919, out_scale, name="kinetic")
+        elif kinetic != "fixed":
+            raise NotImplementedError(f"kinetic {kinetic!r} is in nhf.config.KINETIC_KINDS but not built here")
 
     def potential(self, q: Tensor) -> Tensor:
         """V(q): `[batch..., d] -> [batch...]`."""

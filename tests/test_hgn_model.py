@@ -321,6 +321,22 @@ def test_decoder_chunks_validated():
     _tiny(decoder_chunks=6).validate()
 
 
+def test_integrator_names_are_the_registrys_and_registered_ones_pass():
+    """`hgn.config.INTEGRATORS` (checked before TensorFlow loads) are the registry's built-ins; once
+    the registry is loaded, a method registered by the caller validates too."""
+    from hgn import config
+
+    assert config.INTEGRATORS == integrators.names()  # no test registers a method of its own
+    with pytest.raises(ValueError, match="valid: euler, leapfrog"):
+        _tiny(integrator="verlet").validate()
+    verlet = integrators.Composition("verlet", kicks=(0.5, 0.5), drifts=(1.0,), order=2)
+    integrators.register(verlet)
+    try:
+        _tiny(integrator="verlet").validate()
+    finally:
+        del integrators._REGISTRY["verlet"]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_leaky_relu_gradient_from_its_output_equals_tf_nn(dtype):
     # The decoder's leaky ReLU keeps only its output for the backward pass; its gradient must be

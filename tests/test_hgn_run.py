@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import data
-from hgn import PRESETS, training
+from hgn import PRESETS, predict, training
 from hgn.serving import export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +171,8 @@ def test_cli_writes_every_output(cli_run):
     assert long["frames_beyond"] == 6 and long["rollout_frames"] == 10 + 6
     assert all(np.isfinite(long[d]["mse_x1e4"]) for d in ("forward", "backward"))
     assert (run / "long_horizon.png").exists()
+    assert json.loads((run / "saved_model" / "hgn_config.json").read_text())["step"] == 4
+    assert predict.locate_export(run)[1]["stale"] is None
 
 
 def test_cli_resume_continues_from_saved_step(cli_run):
@@ -180,6 +182,9 @@ def test_cli_resume_continues_from_saved_step(cli_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 4 and metrics["step"] == 6 and metrics["config"]["export"] is False
+    # The step-4 export is left in place, and python -m hgn.predict says it is behind the run.
+    stale = predict.locate_export(run)[1]["stale"]
+    assert "step 4" in stale and "step 6" in stale and "--eval-only --export" in stale
     proc = _cli("--run-dir", str(run), "--resume", "--eval-only", "--verbose", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["step"] == 6

@@ -315,11 +315,15 @@ def test_log_prob_approaches_the_quadrature_marginal_from_below(density_1d):
 
 def test_flag_names_are_the_implemented_ones():
     """`nhf.config`'s TensorFlow-free name lists (what the flags accept) match the implementations."""
-    from nhf import config, hamiltonians, priors
+    from nhf import config, hamiltonians
 
     assert config.ACTIVATION_NAMES == tuple(sorted(ACTIVATIONS))
-    assert priors.PRIORS is config.PRIORS and hamiltonians.KINETIC_KINDS is config.KINETIC_KINDS
     for name in config.PRIORS:  # each name builds (an unknown one raises)
         make_prior(name, 4)
     with pytest.raises(ValueError, match="valid priors"):
         make_prior("uniform", 4)
+    for kind in config.KINETIC_KINDS:  # "fixed" is the quadratic alone, "learned" adds a network
+        h = hamiltonians.LearnedHamiltonian(2, widths=(4,), kinetic=kind)
+        assert (h.kinetic_net is None) == (kind == "fixed")
+    with pytest.raises(ValueError, match="valid: learned, fixed"):
+        hamiltonians.LearnedHamiltonian(2, widths=(4,), kinetic="relativistic")
