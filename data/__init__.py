@@ -29,11 +29,11 @@ from data.simulation import inside_canvas, relative_energy_error, simulate
 from data.systems import SYSTEMS, PhysicalSystem, get_system
 
 _LAZY = {
-    "DEFAULT_DATA_DIR": "data.builder",
-    "DEFAULT_TEST": "data.builder",
-    "DEFAULT_TRAIN": "data.builder",
-    "PAPER_TEST": "data.builder",
-    "PAPER_TRAIN": "data.builder",
+    "DEFAULT_DATA_DIR": "data.generation",
+    "DEFAULT_TEST": "data.generation",
+    "DEFAULT_TRAIN": "data.generation",
+    "PAPER_TEST": "data.generation",
+    "PAPER_TRAIN": "data.generation",
     "HamiltonianPhysics": "data.builder",
     "PhysicsConfig": "data.builder",
     "config_name": "data.builder",

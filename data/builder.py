@@ -33,10 +33,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from data.generation import (
+from data.generation import (  # the sizes and folder live there, free of TensorFlow, for the command lines
+    DEFAULT_DATA_DIR,
     DEFAULT_DT,
     DEFAULT_FRAMES,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_TEST,
+    DEFAULT_TRAIN,
+    PAPER_TEST,
+    PAPER_TRAIN,
     _generation_tasks,
     _ordered_map,
     generate_chunks,
@@ -60,12 +65,6 @@ __all__ = [
     "regenerate_command",
 ]
 
-DEFAULT_TRAIN = 2000
-DEFAULT_TEST = 500
-PAPER_TRAIN = 50_000
-PAPER_TEST = 10_000
-# The checkout's git-ignored `datasets/` folder; $HAMILTONIAN_DATA_DIR overrides it.
-DEFAULT_DATA_DIR = os.environ.get("HAMILTONIAN_DATA_DIR", str(Path(__file__).resolve().parents[1] / "datasets"))
 
 
 @dataclasses.dataclass(eq=False)

@@ -14,13 +14,16 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from common import console
+from common.runs import import_tensorflow_quietly
+
 __all__ = ["add_variant_arguments", "main", "variant_from_args"]
 
 
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that choose a dataset variant (shared by `data.generate` and `data.show`)."""
-    from data.builder import DEFAULT_DATA_DIR, DEFAULT_TEST, DEFAULT_TRAIN
-    from data.generation import DEFAULT_DT, DEFAULT_FRAMES, DEFAULT_IMAGE_SIZE, VARIANT_HELP
+    from data.generation import (DEFAULT_DATA_DIR, DEFAULT_DT, DEFAULT_FRAMES, DEFAULT_IMAGE_SIZE, DEFAULT_TEST,
+                                 DEFAULT_TRAIN, VARIANT_HELP)
 
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="TFDS data directory (default: %(default)s; $HAMILTONIAN_DATA_DIR overrides)")
@@ -38,7 +41,7 @@ def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
 
 def variant_from_args(args: argparse.Namespace) -> Dict[str, object]:
     """Keyword arguments for `prepare` / `make_config` from the parsed flags."""
-    from data.builder import PAPER_TEST, PAPER_TRAIN
+    from data.generation import PAPER_TEST, PAPER_TRAIN
 
     n_train, n_test = (PAPER_TRAIN, PAPER_TEST) if args.paper else (args.train, args.test)
     return dict(n_train=n_train, n_test=n_test, n_frames=args.frames, dt=args.dt, image_size=args.image_size,
@@ -46,7 +49,7 @@ def variant_from_args(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from data.systems import SYSTEMS
+    from data.systems import SYSTEMS, get_system
 
     parser = argparse.ArgumentParser(prog="python -m data.generate", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -56,7 +59,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="delete and rebuild an existing copy")
     args = parser.parse_args(argv)
     systems = list(SYSTEMS) if args.systems == ["all"] else args.systems
+    try:
+        for system in systems:
+            get_system(system)  # the names first: that check needs no TensorFlow
+    except ValueError as error:
+        parser.error(str(error))
 
+    import_tensorflow_quietly()  # after the flags check out; hides TensorFlow's C++ start-up lines
+    console.quiet()  # and TFDS's notices about its own internals
     from data.builder import make_config, prepare
 
     try:

@@ -37,6 +37,13 @@ __all__ = [
     "validate_generation_args",
 ]
 
+DEFAULT_TRAIN = 2000
+DEFAULT_TEST = 500
+PAPER_TRAIN = 50_000
+PAPER_TEST = 10_000
+# The checkout's git-ignored `datasets/` folder; $HAMILTONIAN_DATA_DIR overrides it.
+DEFAULT_DATA_DIR = os.environ.get("HAMILTONIAN_DATA_DIR",
+                                  os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets"))
 DEFAULT_FRAMES = 32
 DEFAULT_DT = 0.125
 DEFAULT_IMAGE_SIZE = 32

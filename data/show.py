@@ -16,6 +16,8 @@ from typing import List, Optional
 import numpy as np
 from PIL import Image
 
+from common import console
+from common.runs import import_tensorflow_quietly
 from data.generate import add_variant_arguments, variant_from_args
 
 __all__ = ["main", "save_gif", "save_grid"]
@@ -56,6 +58,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--split", default="train", choices=["train", "test"], help="split to read")
     args = parser.parse_args(argv)
 
+    import_tensorflow_quietly()  # after the flags parse; hides TensorFlow's C++ start-up lines
+    console.quiet()  # and TFDS's notices about its own internals
     from data.builder import make_config
 
     try:

@@ -113,11 +113,13 @@ def test_bad_arguments(script, args, phrases, capsys, monkeypatch):
     ("train_hgn.py", ["--dataset", "nope"], 2), ("train_nhf.py", ["--target", "nope"], 2),
     ("train_hgn.py", ["--decoder", "subpixl"], 2), ("train_hgn.py", ["--integrator", "leapfrg"], 2),
     ("train_hgn.py", ["--replicas", "0"], 2), ("train_nhf.py", ["--replicas", "0"], 2),  # checked after the config
-    ("train_hgn.py", ["--help"], 0), ("train_nhf.py", ["--help"], 0)])
+    ("train_hgn.py", ["--help"], 0), ("train_nhf.py", ["--help"], 0),
+    ("data.generate", ["nope"], 2), ("data.generate", ["--help"], 0), ("hgn.predict", ["/nonexistent"], 2)])
 def test_flags_are_checked_before_tensorflow_loads(script, args, status):
     """A typo or --help is answered without loading TensorFlow (under a second, not 6-8 s)."""
+    run = "runpy.run_path(sys.argv[0]" if script.endswith(".py") else f"runpy.run_module({script!r}"
     code = (f"import runpy, sys\nsys.argv = [{script!r}, *{args!r}]\n"
-            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    status = e.code\n"
+            f"try:\n    {run}, run_name='__main__')\nexcept SystemExit as e:\n    status = e.code\n"
             "print('exit', status, 'tensorflow loaded:', 'tensorflow' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.stdout.strip().splitlines()[-1] == f"exit {status} tensorflow loaded: False", proc.stdout + proc.stderr
