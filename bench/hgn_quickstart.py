@@ -3,6 +3,7 @@
 
     python bench/hgn_quickstart.py --name default --out bench/results/hgn_quickstart_epyc.json
     python bench/hgn_quickstart.py --name seed0 --out bench/results/hgn_quickstart_epyc.json -- --seed 0
+    python bench/hgn_quickstart.py --dataset two_body --name two_body --out bench/results/hgn_quickstart_systems_epyc.json
 
 Runs the command (plus any flags after `--`) in a fresh process with a fresh dataset folder, so
 the wall clock includes simulating and rendering the data, training, evaluation and export, as
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
 from common.runs import atomic_write_json  # noqa: E402
+from data.systems import SYSTEMS  # noqa: E402  (numpy only)
 
 cpu.use_onednn()  # as train_hgn.py does for itself
 
@@ -43,10 +45,10 @@ def _commit() -> str:
     return proc.stdout.strip() + ("+uncommitted changes" if dirty else "") if proc.returncode == 0 else "unknown"
 
 
-def run(name: str, flags: list, out: Path) -> dict:
+def run(name: str, dataset: str, flags: list, out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="hgn-quickstart-") as work:
         run_dir = Path(work) / "run"
-        cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", "pendulum", "--run-dir", str(run_dir),
+        cmd = [sys.executable, str(ROOT / "train_hgn.py"), "--dataset", dataset, "--run-dir", str(run_dir),
                "--data-dir", str(Path(work) / "datasets"), *flags]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
         load = [round(x, 2) for x in os.getloadavg()]
@@ -66,9 +68,9 @@ def run(name: str, flags: list, out: Path) -> dict:
                 dst = out.parent / f"{out.stem}_{name}_rollout_{direction}.png"
                 shutil.copyfile(src, dst)
                 strips[direction] = str(dst.relative_to(ROOT)) if dst.is_relative_to(ROOT) else str(dst)
-    shown = " ".join(["python", "train_hgn.py", "--dataset", "pendulum", *flags])
+    shown = " ".join(["python", "train_hgn.py", "--dataset", dataset, *flags])
     return {
-        "command": shown, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": shown, "dataset": dataset, "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
         # The training process's own record (its oneDNN request is set in train_hgn.py, not here).
         "load_average_at_start": load, "cpu": metrics.get("cpu", cpu.describe()),
         "wall_clock_seconds": round(wall, 1), "peak_rss_gb": round(peak_kb / 1e6, 2),
@@ -87,11 +89,13 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="this run's key in the JSON (e.g. default_seed1)")
     parser.add_argument("--out", default=str(RESULTS / "hgn_quickstart_runs.json"),
                         help="the JSON (runs of other --name in it are kept); give each CPU its own")
+    parser.add_argument("--dataset", default="pendulum", choices=SYSTEMS,
+                        help="the system train_hgn.py learns (default pendulum, the quick start's)")
     parser.add_argument("flags", nargs="*", help="extra train_hgn.py flags, after --")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = run(args.name, args.flags, out)
+    result = run(args.name, args.dataset, args.flags, out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report.setdefault("what", "the quick start end to end (bench/hgn_quickstart.py): fresh process, fresh dataset, "
                               "2 cores, nothing else running")
