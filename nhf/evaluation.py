@@ -137,7 +137,8 @@ def _figure_extent(points: np.ndarray) -> Optional[Tuple[float, float, float, fl
 
 def write_outputs(run, run_dir, metrics: Dict[str, object], history: list) -> Dict[str, object]:
     """Writes `figure.png` (when `config.figure`, d >= 2), `loss_curve.png`, `saved_model/` (when
-    `config.export`) and `metrics.json` into `run_dir`; returns the metrics as written."""
+    `config.export`) and `metrics.json` into `run_dir`; returns the metrics as written (with
+    `saved_model_stale`, a note, when an earlier export is left in `run_dir` by `--no-export`)."""
     from nhf import export as export_lib
     from nhf import plots
 
@@ -154,6 +155,10 @@ def write_outputs(run, run_dir, metrics: Dict[str, object], history: list) -> Di
         export_lib.export_saved_model(run.density, run_dir / "saved_model", c.eval_momenta,
                                       max_batch=c.serve_max_batch, max_samples=c.serve_max_samples)
         metrics["saved_model"] = str(run_dir / "saved_model")
+    elif (run_dir / "saved_model").is_dir():  # an earlier export, left behind by a resume with --no-export
+        metrics["saved_model_stale"] = (
+            f"saved_model/ holds an earlier step's weights (--no-export); refresh it with: "
+            f"python train_nhf.py --run-dir {run_dir} --resume --eval-only --export")
     metrics = _json_safe(metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics

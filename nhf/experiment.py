@@ -108,6 +108,8 @@ def train_and_evaluate(config: NHFConfig, run_dir, *, resume: bool = False, eval
                          "training": {k: v for k, v in stats.items() if k != "history"}}
         say("evaluating and exporting")
         metrics = evaluation.write_outputs(run, run_dir, _final_metrics(run, restored, stats, history), history)
+        if metrics.get("saved_model_stale"):
+            say(f"note: {metrics['saved_model_stale']}")
         distribute.barrier(strategy)
         return run, metrics
     finally:

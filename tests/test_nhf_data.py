@@ -73,7 +73,11 @@ def test_data_run_writes_the_usual_outputs_and_resumes(gaussian_run):
     assert lp.shape == (1,) and lp[0] == pytest.approx(-np.sum(np.log(np.sqrt(2 * np.pi) * SCALE)), abs=0.2)
     # --resume reads the file named in config.json again.
     assert _main(["--run-dir", str(run_dir), "--resume", "--steps", "610", "--no-export", "--no-progress"]) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 610
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["step"] == 610
+    # The export kept step 600's weights: metrics.json says so and how to refresh it.
+    assert "saved_model" not in metrics
+    assert f"--run-dir {run_dir} --resume --eval-only --export" in metrics["saved_model_stale"]
 
 
 def test_csv_with_header_in_2d_draws_a_figure(tmp_path):
