@@ -3,6 +3,7 @@
 
     python bench/hgn_systems.py                   # the results named in RUNS
     python bench/hgn_systems.py --markdown-only   # print the README table, write nothing
+    python bench/hgn_systems.py --quickstart      # the default command's table (see below)
 
 Reads `bench/results/hgn_quality_<system>_<tag>.json` (written by the commands recorded in
 each file), prints the README's table (test MSE x 1e-4 over 30 frames forward and backward,
@@ -11,6 +12,12 @@ minutes, the paper's Table 1 and the PyTorch re-implementation beside them) and 
 `bench/results/hgn_systems.json` (the rows, with the commands and CPUs they came from) and
 `bench/results/hgn_systems.png` (each system's forward rollout strip, ground truth above
 prediction).
+
+`--quickstart` does the same for the default command, `python train_hgn.py --dataset SYSTEM`,
+timed end to end by `bench/hgn_quickstart.py --dataset SYSTEM --name SYSTEM` into
+`bench/results/hgn_quickstart_systems_epyc.json` (pendulum: the `default` run of
+`hgn_quickstart_epyc.json`, unless that file has its own): the table and
+`bench/results/hgn_quickstart_systems_epyc.png`.
 """
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -40,6 +49,8 @@ PAPER = {system: figures["paper_leapfrog"][1] for system, figures in PUBLISHED.i
 PYTORCH = {system: figures.get("pytorch_leapfrog_test", figures.get("pytorch_5frame", [None, None])[1])
            for system, figures in PUBLISHED.items()}
 GOAL = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 6.33, "three_body": 9.80}
+QUICKSTART = RESULTS / "hgn_quickstart_systems_epyc.json"  # bench/hgn_quickstart.py --dataset S --name S
+QUICKSTART_PENDULUM = (RESULTS / "hgn_quickstart_epyc.json", "default")  # the README's quick start
 
 
 def row(system: str, result: dict) -> dict:
@@ -94,15 +105,17 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
-def strips(rows, path: Path) -> None:
+def strips(rows, path: Path, files=None) -> None:
+    """Stacks each row's forward rollout strip (`files`: one PNG per row; default the quality runs')."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = [plt.imread(RESULTS / f"hgn_quality_{r['system']}_{RUNS[r['system']]}_rollout_forward.png") for r in rows]
+    files = files or [RESULTS / f"hgn_quality_{r['system']}_{RUNS[r['system']]}_rollout_forward.png" for r in rows]
+    images = [plt.imread(f) for f in files]
     fig, axes = plt.subplots(len(images), 1, figsize=(12, 1.6 * len(images) * images[0].shape[0] / 140))
-    for ax, image, r in zip(axes, images, rows):
+    for ax, image, r in zip(np.atleast_1d(axes), images, rows):
         ax.imshow(image)
         ax.set_axis_off()
         ax.set_title(f"{r['system']}: test MSE x1e-4 {r['test_forward']:.2f} forward (ground truth above prediction)",
@@ -111,10 +124,66 @@ def strips(rows, path: Path) -> None:
     plt.close(fig)
 
 
+def quickstart_rows():
+    """The default command's runs, one per system found; returns (rows, missing systems)."""
+    runs = json.loads(QUICKSTART.read_text())["runs"] if QUICKSTART.is_file() else {}
+    rows, missing = [], []
+    for system in RUNS:
+        path, name = (QUICKSTART, system)
+        if system not in runs and system == "pendulum" and QUICKSTART_PENDULUM[0].is_file():
+            path, name = QUICKSTART_PENDULUM
+        result = json.loads(path.read_text())["runs"].get(name) if path.is_file() else None
+        if result is None:
+            missing.append(system)
+            continue
+        rows.append({
+            "system": system, "file": path.name, "run": name, "command": result["command"],
+            "wall_clock_seconds": result["wall_clock_seconds"], "steps": result["steps"],
+            "compute_dtype": result["compute_dtype"],
+            "test_forward": result["test_mse_x1e4"]["forward"], "test_backward": result["test_mse_x1e4"]["backward"],
+            "mean_frame": result["mean_frame_mse_x1e4"],
+            "vpt_forward": result["vpt_median_frames"]["forward"], "vpt_backward": result["vpt_median_frames"]["backward"],
+            "peak_rss_gb": result["peak_rss_gb"], "paper_test": PAPER.get(system), "goal": GOAL.get(system),
+            "strip": result["rollout_strips"].get("forward"), "cpu": (result.get("cpu") or {}).get("model"),
+            "commit": result.get("commit"), "date": result.get("date"),
+        })
+    return rows, missing
+
+
+def quickstart_markdown(rows) -> str:
+    lines = ["| system | in all | training steps | test MSE fwd / bwd | mean frame | VPT fwd / bwd | paper |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        minutes, seconds = divmod(round(r["wall_clock_seconds"]), 60)
+        lines.append(f"| {r['system']} | {minutes} min {seconds} s | {r['steps']:,} | "
+                     f"**{r['test_forward']:.2f} / {r['test_backward']:.2f}** | {r['mean_frame']:.1f} | "
+                     f"{r['vpt_forward']:g} / {r['vpt_backward']:g} | {_num(r['paper_test'], '{:g}')} |")
+    return "\n".join(lines)
+
+
+def _quickstart(markdown_only: bool) -> int:
+    rows, missing = quickstart_rows()
+    if not rows:
+        raise SystemExit(f"no results in {QUICKSTART.relative_to(ROOT)}: run bench/hgn_quickstart.py --dataset ... first")
+    print(quickstart_markdown(rows))
+    if missing:
+        print(f"missing: {', '.join(missing)}", file=sys.stderr)
+    if not markdown_only:
+        out = RESULTS / "hgn_quickstart_systems_epyc"
+        out.with_suffix(".table.json").write_text(json.dumps({"rows": rows, "missing": missing}, indent=2) + "\n")
+        strips(rows, out.with_suffix(".png"), files=[ROOT / r["strip"] for r in rows])
+        print(f"wrote {out.with_suffix('.table.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markdown-only", action="store_true")
+    parser.add_argument("--quickstart", action="store_true",
+                        help="the default command's runs (bench/hgn_quickstart.py --dataset) instead of the quality runs")
     args = parser.parse_args(argv)
+    if args.quickstart:
+        return _quickstart(args.markdown_only)
     rows, missing = [], []
     for system, tag in RUNS.items():
         path = RESULTS / f"hgn_quality_{system}_{tag}.json"

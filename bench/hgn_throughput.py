@@ -14,7 +14,8 @@ tf.recompute_grad: less peak memory for one extra decoder forward pass). Every o
 decodes in one batched call (decoder_chunks=1), whatever the preset says.
 
 Each setting runs in a fresh process (so ru_maxrss is that setting's peak resident memory):
-build, compile, `--warmup` steps, then `--steps` timed steps of `fit` on an in-memory batch.
+build, compile, `--warmup` steps, then `--steps` timed steps of `fit` on an in-memory batch, at
+the preset's full window (a curriculum preset's growing windows are switched off).
 FLOPs per step are counted analytically from the conv layers (multiply-add = 2 FLOPs):
 forward, backward (x3 for trained nets; x4 for a chunked decoder, which recomputes its forward
 pass), and the Hamiltonian's gradient evaluations inside the leapfrog, which training
@@ -69,6 +70,7 @@ def _conv_flops(layer, in_shape):
 
 def _stack_flops(layers, in_shape):
     import keras
+    import numpy as np
 
     total = 0
     shape = tuple(in_shape)
@@ -88,7 +90,22 @@ def _stack_flops(layers, in_shape):
         elif hasattr(layer, "convs"):  # EnergyNet
             total += _stack_flops(layer.convs, shape)[0]
             shape = ()
+        elif isinstance(layer, keras.layers.Flatten):
+            shape = (int(np.prod(shape)),)
+        elif isinstance(layer, keras.layers.Dense):  # on a vector (the vector latent's projections, MLPs)
+            total += 2 * shape[-1] * layer.units
+            shape = (*shape[:-1], layer.units)
+        elif isinstance(layer, keras.layers.Reshape):
+            shape = tuple(layer.target_shape)
+        elif hasattr(layer, "block_size"):  # DepthToSpace
+            b = layer.block_size
+            shape = (shape[0] * b, shape[1] * b, shape[2] // (b * b))
     return total, shape
+
+
+def _energy_flops(net, in_shape) -> int:
+    """FLOPs of one energy evaluation: a conv `EnergyNet` or an `MLPEnergyNet`."""
+    return _stack_flops(net.convs if hasattr(net, "convs") else [*net.hidden, net.out], in_shape)[0]
 
 
 def analytic_train_flops(model) -> dict:
@@ -96,17 +113,20 @@ def analytic_train_flops(model) -> dict:
     c = model.config
     s = c.image_size
     enc, z_shape = _stack_flops(model.encoder.layers, (s, s, 3 * c.input_frames))
-    z_shape = (*z_shape[:2], c.latent_channels)
-    tr, state_shape = _stack_flops(model.transformer.layers, z_shape)
-    q_shape = (*state_shape[:2], c.state_channels)
+    if model.transformer is None:  # the vector latent: the encoder's projection is z = (q, p) itself
+        tr, q_shape = 0, (c.state_channels,)
+    else:
+        z_shape = (*z_shape[:2], c.latent_channels)
+        tr, state_shape = _stack_flops(model.transformer.layers, z_shape)
+        q_shape = (*state_shape[:2], c.state_channels)
     dec, _ = _stack_flops(model.decoder.layers, q_shape)
     steps = c.window - 1
     passes = 2 if c.training_mode == "forward_backward" else 1
     if c.hamiltonian == "separable":
-        f_h = _stack_flops(model.energy_nets["potential"].convs, q_shape)[0]
+        f_h = _energy_flops(model.energy_nets["potential"], q_shape)
         grad_evals_per_step = 2  # one dV/dq (force reused) + one dK/dp
     else:
-        f_h = _stack_flops(model.energy_nets["joint"].convs, (*q_shape[:2], 2 * c.state_channels))[0]
+        f_h = _energy_flops(model.energy_nets["joint"], (*q_shape[:-1], 2 * c.state_channels))
         grad_evals_per_step = 3  # dH/dq, dH/dp, dH/dq at the current state
     # A gradient evaluation is a forward and an input-backward pass (2 F); training backprops
     # through it (about 2x more): 6 F each. Trained feed-forward nets: 3 F (forward + backward).
@@ -131,8 +151,11 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
     jit, dtype, *rest = VARIANTS[variant]
     fused = bool(rest and rest[0])
     chunks = decoder_chunks if len(rest) > 1 and rest[1] else 1
+    # curriculum_steps=0: every timed step at the full window. With the curriculum on, a few steps
+    # from step 0 would time its first, short windows (the `quick` preset's 8 frames of 30:
+    # 0.097 s per step of 16 on the EPYC's 2 cores instead of the full window's).
     config = dataclasses.replace(PRESETS[config_name], batch_size=batch, jit_compile=jit, compute_dtype=dtype,
-                                 fused_rollout=fused, decoder_chunks=chunks)
+                                 fused_rollout=fused, decoder_chunks=chunks, curriculum_steps=0)
     model = build_model(config)
     rng = np.random.default_rng(0)
     frames = rng.uniform(0, 1, (batch, config.window, config.image_size, config.image_size, 3)).astype(np.float32)
@@ -165,6 +188,7 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
     gflop_step = flops["total"] * batch / 1e9
     return {
         "config": config_name, "variant": variant, "batch_size": batch, "decoder_chunks": chunks,
+        "window_frames": config.window,
         "timed_steps": steps,
         "seconds_per_step_median": round(sec, 4), "seconds_per_step_mean": round(float(step_times.mean()), 4),
         "samples_per_second": round(batch / sec, 2),
