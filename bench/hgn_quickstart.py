@@ -3,7 +3,8 @@
 
     python bench/hgn_quickstart.py --name default --out bench/results/hgn_quickstart_epyc.json
     python bench/hgn_quickstart.py --name seed0 --out bench/results/hgn_quickstart_epyc.json -- --seed 0
-    python bench/hgn_quickstart.py --dataset two_body --name two_body --out bench/results/hgn_quickstart_systems_epyc.json
+    python bench/hgn_quickstart.py --dataset two_body --name two_body \
+        --out bench/results/hgn_quickstart_systems_epyc.json
 
 Runs the command (plus any flags after `--`) in a fresh process with a fresh dataset folder, so
 the wall clock includes simulating and rendering the data, training, evaluation and export, as

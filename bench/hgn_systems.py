@@ -142,7 +142,8 @@ def quickstart_rows():
             "compute_dtype": result["compute_dtype"],
             "test_forward": result["test_mse_x1e4"]["forward"], "test_backward": result["test_mse_x1e4"]["backward"],
             "mean_frame": result["mean_frame_mse_x1e4"],
-            "vpt_forward": result["vpt_median_frames"]["forward"], "vpt_backward": result["vpt_median_frames"]["backward"],
+            "vpt_forward": result["vpt_median_frames"]["forward"],
+            "vpt_backward": result["vpt_median_frames"]["backward"],
             "peak_rss_gb": result["peak_rss_gb"], "paper_test": PAPER.get(system), "goal": GOAL.get(system),
             "strip": result["rollout_strips"].get("forward"), "cpu": (result.get("cpu") or {}).get("model"),
             "commit": result.get("commit"), "date": result.get("date"),
@@ -164,7 +165,8 @@ def quickstart_markdown(rows) -> str:
 def _quickstart(markdown_only: bool) -> int:
     rows, missing = quickstart_rows()
     if not rows:
-        raise SystemExit(f"no results in {QUICKSTART.relative_to(ROOT)}: run bench/hgn_quickstart.py --dataset ... first")
+        raise SystemExit(f"no results in {QUICKSTART.relative_to(ROOT)}: "
+                         "run bench/hgn_quickstart.py --dataset ... first")
     print(quickstart_markdown(rows))
     if missing:
         print(f"missing: {', '.join(missing)}", file=sys.stderr)
@@ -180,7 +182,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--markdown-only", action="store_true")
     parser.add_argument("--quickstart", action="store_true",
-                        help="the default command's runs (bench/hgn_quickstart.py --dataset) instead of the quality runs")
+                        help="the default command's runs (bench/hgn_quickstart.py --dataset) "
+                             "instead of the quality runs")
     args = parser.parse_args(argv)
     if args.quickstart:
         return _quickstart(args.markdown_only)

@@ -16,7 +16,7 @@ decodes in one batched call (decoder_chunks=1), whatever the preset says.
 Each setting runs in a fresh process (so ru_maxrss is that setting's peak resident memory):
 build, compile, `--warmup` steps, then `--steps` timed steps of `fit` on an in-memory batch, at
 the preset's full window (a curriculum preset's growing windows are switched off).
-FLOPs per step are counted analytically from the conv layers (multiply-add = 2 FLOPs):
+FLOPs per step are counted analytically from the conv and dense layers (multiply-add = 2 FLOPs):
 forward, backward (x3 for trained nets; x4 for a chunked decoder, which recomputes its forward
 pass), and the Hamiltonian's gradient evaluations inside the leapfrog, which training
 differentiates again (x3 on top of forward + input-gradient). `fraction_of_fp32_peak` divides the
