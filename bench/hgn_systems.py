@@ -126,13 +126,16 @@ def strips(rows, path: Path, files=None) -> None:
 
 def quickstart_rows():
     """The default command's runs, one per system found; returns (rows, missing systems)."""
-    runs = json.loads(QUICKSTART.read_text())["runs"] if QUICKSTART.is_file() else {}
+    def runs_in(path: Path) -> dict:
+        return json.loads(path.read_text())["runs"] if path.is_file() else {}
+
+    runs = runs_in(QUICKSTART)
     rows, missing = [], []
     for system in RUNS:
-        path, name = (QUICKSTART, system)
-        if system not in runs and system == "pendulum" and QUICKSTART_PENDULUM[0].is_file():
+        path, name = QUICKSTART, system
+        if system not in runs and system == "pendulum":
             path, name = QUICKSTART_PENDULUM
-        result = json.loads(path.read_text())["runs"].get(name) if path.is_file() else None
+        result = (runs if path == QUICKSTART else runs_in(path)).get(name)
         if result is None:
             missing.append(system)
             continue

@@ -19,6 +19,18 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 PathLike = Union[str, os.PathLike]
 
 
+def refresh_export_command(program: str, run_dir: PathLike) -> str:
+    """The command that re-evaluates a run and rewrites its `saved_model/` (`program`:
+    `train_hgn.py` or `train_nhf.py`), for the messages about a missing or stale export."""
+    return f"python {program} --run-dir {run_dir} --resume --eval-only --export"
+
+
+def stale_export_note(program: str, run_dir: PathLike) -> str:
+    """What a run resumed with `--no-export` says about the earlier `saved_model/` it keeps."""
+    return (f"saved_model/ holds an earlier step's weights (--no-export); refresh it with: "
+            f"{refresh_export_command(program, run_dir)}")
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss or gradient became NaN or Inf; nothing from that step was saved."""
 

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", default=None, help="output directory (default: runs/hgn-DATASET)")
     run.add_argument("--data-dir", default=None, help="TFDS data directory (default: the data package's, datasets/)")
     run.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
-    run.add_argument("--eval-only", action="store_true", help="with --resume: only evaluate and re-export (add --export if the run had --no-export)")
+    run.add_argument("--eval-only", action="store_true",
+                     help="with --resume: only evaluate and re-export (add --export if the run had --no-export)")
     run.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                      help="0 silent, 1 progress bar, 2 one line per checkpoint interval and the libraries' "
                           "warnings (default 1)")

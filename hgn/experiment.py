@@ -26,7 +26,7 @@ import tensorflow as tf
 import data
 from common import config as config_lib
 from common import cpu, distribute
-from common.runs import RunError, atomic_write_json, holds_checkpoints, load_history
+from common.runs import RunError, atomic_write_json, holds_checkpoints, load_history, stale_export_note
 from hgn import evaluation, plots, training
 from hgn.config import HGNConfig
 from hgn.serving import export as export_saved_model
@@ -192,8 +192,7 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
     metrics, files = evaluate_and_export(model, builder, dataset, run_dir, end, serving)
     seconds["eval_export"] = time.time() - t2
     if not config.export and (run_dir / "saved_model").is_dir():
-        say(f"note: saved_model/ holds an earlier step's weights (--no-export); refresh it with: python "
-            f"train_hgn.py --run-dir {run_dir} --resume --eval-only --export")
+        say(f"note: {stale_export_note('train_hgn.py', run_dir)}")
     result = {
         "dataset": dataset, "step": end, "resumed_from_step": start if restored else None,
         "config": config_lib.to_dict(config), "files": files, **_timings(seconds, end - start, config.batch_size),

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from common.config import ArgumentParser
+from common.runs import refresh_export_command
 
 PROG = "python -m hgn.predict"
 LABEL_HEIGHT = 16  # pixels of the caption strip above each panel
@@ -82,8 +83,8 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
             raise ValueError(f"{str(path)!r} is not a train_hgn.py run (its config.json has no 'dataset')")
         export = path / "saved_model"
         if not (export / "saved_model.pb").is_file():
-            raise ValueError(f"the run {str(path)!r} has no saved_model/ yet; write it with: python train_hgn.py "
-                             f"--run-dir {path} --resume --eval-only --export")
+            raise ValueError(f"the run {str(path)!r} has no saved_model/ yet; write it with: "
+                             f"{refresh_export_command('train_hgn.py', path)}")
     elif (path / "saved_model.pb").is_file():
         export = path
         parent = path.parent / "config.json"
@@ -106,8 +107,8 @@ def locate_export(path) -> Tuple[Path, Dict[str, object]]:
             run_step = int(_read_json(metrics)["step"])
             if run_step != info["step"]:
                 info["stale"] = (f"the export holds the weights of step {info['step']}, the run was evaluated at "
-                                 f"step {run_step} (--no-export); refresh it: python train_hgn.py --run-dir "
-                                 f"{export.parent} --resume --eval-only --export")
+                                 f"step {run_step} (--no-export); refresh it: "
+                                 f"{refresh_export_command('train_hgn.py', export.parent)}")
     if run_config is not None:
         c = run_config.get("config", {})
         info["data"] = {"dataset": run_config["dataset"], "data_seed": c.get("data_seed", 0),
@@ -515,8 +516,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(str(e))
     if backward and not hasattr(module, "rollout_backward"):
         run = export.parent if (export.parent / "config.json").is_file() else "RUN"
-        parser.error(f"the export {str(export)!r} predates rollout_backward; re-export it: python train_hgn.py "
-                     f"--run-dir {run} --resume --eval-only --export")
+        parser.error(f"the export {str(export)!r} predates rollout_backward; re-export it: "
+                     f"{refresh_export_command('train_hgn.py', run)}")
     predicted = roll_out(module, clip, args.steps, dt, args.direction)
     panels: List[Tuple[Caption, np.ndarray]] = [
         ("input, reversed" if backward else "input", clip[::-1] if backward else clip),

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from common.runs import atomic_write_json
+from common.runs import atomic_write_json, stale_export_note
 from data import targets
 from nhf.density import HamiltonianFlowDensity, effective_sample_size
 
@@ -156,9 +156,7 @@ def write_outputs(run, run_dir, metrics: Dict[str, object], history: list) -> Di
                                       max_batch=c.serve_max_batch, max_samples=c.serve_max_samples)
         metrics["saved_model"] = str(run_dir / "saved_model")
     elif (run_dir / "saved_model").is_dir():  # an earlier export, left behind by a resume with --no-export
-        metrics["saved_model_stale"] = (
-            f"saved_model/ holds an earlier step's weights (--no-export); refresh it with: "
-            f"python train_nhf.py --run-dir {run_dir} --resume --eval-only --export")
+        metrics["saved_model_stale"] = stale_export_note("train_nhf.py", run_dir)
     metrics = _json_safe(metrics)
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
