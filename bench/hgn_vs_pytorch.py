@@ -26,6 +26,11 @@ FLOP/s. Since commit e2208a8 the `pytorch` preset is that code's default (26 rec
 frames, its [32, 64, 64, 64] joint Hamiltonian): 278.8 GFLOP per step here against 279.2
 counted there. Before, its 8-layer Hamiltonian over 30 frames did 1.36x that work (379 GFLOP).
 
+`--threads N` (N > 1) measures the machine as a user runs it instead: each side alone on every
+core, one after the other (this side, PyTorch, PyTorch, this side, so that slow drift of the
+machine hits both), PyTorch with `torch.set_num_threads(N)` and TensorFlow with its own default
+thread pools, as `train_hgn.py` runs; each ratio pairs runs that were neighbours in time.
+
 `--isa avx2` caps both libraries at AVX2 code paths: `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN, used by
 both), `ATEN_CPU_CAPABILITY=avx2` (PyTorch's own kernels) and `XLA_FLAGS=--xla_cpu_max_isa=AVX2`.
 That emulates the instruction set of an AVX2-only CPU on this one; it is not such a CPU (clock,
@@ -57,8 +62,8 @@ ISA_ENV = cpu.ISA_ENV
 ROLLOUT = {"seq_length": 30, "n_channels": 3, "delta_time": 0.125, "img_size": 32}
 
 
-def torch_worker(repo: str, batch: int, warmup: int, steps: int) -> dict:
-    """Times the PyTorch code's own training step (run by the PyTorch interpreter)."""
+def torch_worker(repo: str, batch: int, warmup: int, steps: int, threads: int = 1) -> dict:
+    """Times the PyTorch code's own training step (run by the PyTorch interpreter) on `threads` threads."""
     import types
 
     import numpy as np
@@ -81,7 +86,7 @@ def torch_worker(repo: str, batch: int, warmup: int, steps: int) -> dict:
     from train import HgnTrainer
     from utilities.loader import load_hgn
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     params = yaml.safe_load(Path(repo, "experiment_params", "train_config_default.yaml").read_text())
     params["device"] = "cpu"
@@ -160,6 +165,48 @@ def pair(variant: str, args, ours_core: int, torch_core: int) -> dict:
                                             / (b["samples_per_second"] * b["gflop_per_step_counted"]), 2)}
 
 
+def solo(variant: str, args, side: str) -> dict:
+    """One side alone on every core of this process's affinity, each library with `args.threads` threads.
+
+    This side gets what `train_hgn.py` gets with no thread settings: `TF_NUM_INTRAOP_THREADS` and
+    `TF_NUM_INTEROP_THREADS` unset, so TensorFlow sizes both pools to the cores. The PyTorch code
+    calls `torch.set_num_threads(args.threads)`.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **ISA_ENV[args.isa])
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(name, None)
+    if side == "tensorflow":
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        cmd = [sys.executable, str(ROOT / "bench" / "hgn_throughput.py"), "--worker", "pytorch", variant,
+               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    else:
+        env.pop("PYTHONPATH", None)
+        cmd = [args.torch_python, str(Path(__file__).resolve()), "--torch-worker", "--pytorch-repo", args.pytorch_repo,
+               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps),
+               "--threads", str(args.threads)]
+    cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    return _result(_start(cmd, cores, env), f"{side} alone ({variant})")
+
+
+def whole_machine(variants, args) -> tuple:
+    """Each side alone on the whole machine, in the order ours, theirs, theirs, ours per variant."""
+    rows = []
+    for variant in variants:
+        runs = {"tensorflow": [], "pytorch": []}
+        for side in ("tensorflow", "pytorch", "pytorch", "tensorflow"):
+            runs[side].append(solo(variant, args, side))
+            print(f"[{args.isa}, {args.threads} threads] {variant}: {side} alone "
+                  f"{runs[side][-1]['samples_per_second']} samples/s", flush=True)
+        for a, b in zip(runs["tensorflow"], runs["pytorch"]):  # each TF run with the PyTorch run beside it in time
+            rows.append({"variant": variant, "threads": args.threads,
+                         "tensorflow": {k: a[k] for k in ("samples_per_second", "seconds_per_step_median",
+                                                          "timed_steps", "gflop_per_step_analytic",
+                                                          "peak_memory_gib", "finite_loss")},
+                         "pytorch": b, "ratio": round(a["samples_per_second"] / b["samples_per_second"], 2),
+                         "work_ratio": round(a["gflop_per_step_analytic"] / b["gflop_per_step_counted"], 2)})
+    return rows, "each side alone on every core, one after the other (TF, PyTorch, PyTorch, TF); each library's threads"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pytorch-repo", required=True,
@@ -174,6 +221,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (include XLA compilation)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps per side")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="1 (default): the two side by side, one core and one thread each. N > 1: each side "
+                             "alone on the whole machine, one after the other, PyTorch with N threads and "
+                             "TensorFlow with its own default pools (what train_hgn.py runs with)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repo = Path(args.pytorch_repo)
@@ -181,35 +232,43 @@ def main(argv=None) -> int:
         parser.error(f"--pytorch-repo {str(repo)!r} is not a clone of CampusAI/Hamiltonian-Generative-Networks "
                      "(no train.py and utilities/loader.py)")
     if args.torch_worker:
-        print("RESULT " + json.dumps(torch_worker(str(repo.resolve()), args.batch_size, args.warmup, args.steps)),
-              flush=True)
+        print("RESULT " + json.dumps(torch_worker(str(repo.resolve()), args.batch_size, args.warmup, args.steps,
+                                                  args.threads)), flush=True)
         return 0
     args.torch_python = args.torch_python or sys.executable
     args.pytorch_repo = str(repo.resolve())
     cores = sorted(os.sched_getaffinity(0))
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if len(cores) < 2:
-        parser.error("needs two cores (one per side, side by side)")
+        parser.error("needs two cores (one per side side by side, or a whole machine for --threads > 1)")
     variants = [v for v in args.variants.split(",") if v]
-    rows = []
-    for variant in variants:
-        for ours_core, torch_core in ((cores[0], cores[1]), (cores[1], cores[0])):
-            row = pair(variant, args, ours_core, torch_core)
-            rows.append(row)
-            print(f"[{args.isa}] {variant} (TF on core {ours_core}): {row['tensorflow']['samples_per_second']} "
-                  f"samples/s against PyTorch {row['pytorch']['samples_per_second']}: {row['ratio']}x", flush=True)
+    if args.threads > 1:
+        rows, pinning = whole_machine(variants, args)
+    else:
+        rows, pinning = [], "one process per core, side by side, cores swapped in the second run; one thread each"
+        for variant in variants:
+            for ours_core, torch_core in ((cores[0], cores[1]), (cores[1], cores[0])):
+                row = pair(variant, args, ours_core, torch_core)
+                rows.append(row)
+                print(f"[{args.isa}] {variant} (TF on core {ours_core}): {row['tensorflow']['samples_per_second']} "
+                      f"samples/s against PyTorch {row['pytorch']['samples_per_second']}: {row['ratio']}x",
+                      flush=True)
     summary = {}
     for variant in variants:
         ratios = [r["ratio"] for r in rows if r["variant"] == variant]
-        per_flop = [r["flops_per_second_ratio"] for r in rows if r["variant"] == variant]
-        summary[variant] = {"ratios": ratios, "mean_ratio": round(sum(ratios) / len(ratios), 2),
-                            "flops_per_second_ratios": per_flop}
+        per_flop = [r["flops_per_second_ratio"] for r in rows
+                    if r["variant"] == variant and "flops_per_second_ratio" in r]
+        summary[variant] = {"ratios": ratios, "mean_ratio": round(sum(ratios) / len(ratios), 2)}
+        if per_flop:
+            summary[variant]["flops_per_second_ratios"] = per_flop
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
-    report[args.isa] = {
+    report[args.isa if args.threads == 1 else f"{args.isa}_{args.threads}_threads"] = {
         "command": "python bench/hgn_vs_pytorch.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu.describe(), "isa_environment": ISA_ENV[args.isa],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "pinning": "one process per core, side by side, cores swapped in the second run; one thread each",
+        "pinning": pinning, "threads": args.threads,
         "summary": summary, "runs": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
