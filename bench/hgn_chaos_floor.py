@@ -55,8 +55,8 @@ def floor(system_name: str, n: int, epsilons, seed: int = 0) -> dict:
     """The chaos floor of one system: scores of true-dynamics rollouts from perturbed states.
 
     Returns:
-      `{"sigma": [2 d], "rows": [{"epsilon", "mse_x1e4", "inferred_frames_mse_x1e4",
-      "vpt_median_frames", "per_frame_mse_x1e4"}, ...]}`.
+      `{"sigma": [2 d], "mean_frame_mse_x1e4", "rows": [{"epsilon", "mse_x1e4",
+      "inferred_frames_mse_x1e4", "vpt_median_frames", "per_frame_mse_x1e4"}, ...]}`.
     """
     system = get_system(system_name)
     # The train split's first n trajectories, exactly (same frames, seed and checks).
