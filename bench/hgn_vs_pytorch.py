@@ -166,7 +166,7 @@ def pair(variant: str, args, ours_core: int, torch_core: int) -> dict:
 
 
 def solo(variant: str, args, side: str) -> dict:
-    """One side alone on every core of this process's affinity, each library with `args.threads` threads.
+    """One side alone on every core of this process's affinity.
 
     This side gets what `train_hgn.py` gets with no thread settings: `TF_NUM_INTRAOP_THREADS` and
     `TF_NUM_INTEROP_THREADS` unset, so TensorFlow sizes both pools to the cores. The PyTorch code
