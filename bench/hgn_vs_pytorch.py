@@ -139,30 +139,50 @@ def _result(proc: subprocess.Popen, what: str) -> dict:
     return json.loads(lines[0][len("RESULT "):])
 
 
-def pair(variant: str, args, ours_core: int, torch_core: int) -> dict:
-    """One side-by-side measurement: this side on `ours_core`, the PyTorch code on `torch_core`."""
-    isa = ISA_ENV[args.isa]
-    base = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
-                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **isa)
-    ours_env = dict(base, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    torch_env = dict(base)
-    torch_env.pop("PYTHONPATH", None)
-    ours = _start([sys.executable, str(ROOT / "bench" / "hgn_throughput.py"), "--worker", "pytorch", variant,
-                   "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps)],
-                  ours_core, ours_env)
-    theirs = _start([args.torch_python, str(Path(__file__).resolve()), "--torch-worker", "--pytorch-repo",
-                     args.pytorch_repo, "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
-                     "--steps", str(args.steps)], torch_core, torch_env)
-    a, b = _result(ours, f"this side ({variant})"), _result(theirs, "the PyTorch side")
-    return {"variant": variant, "cores": {"tensorflow": ours_core, "pytorch": torch_core},
-            "tensorflow": {k: a[k] for k in ("samples_per_second", "seconds_per_step_median", "timed_steps",
-                                             "gflop_per_step_analytic", "peak_memory_gib", "finite_loss")},
-            "pytorch": b, "ratio": round(a["samples_per_second"] / b["samples_per_second"], 2),
+TF_FIELDS = ("samples_per_second", "seconds_per_step_median", "timed_steps", "gflop_per_step_analytic",
+             "peak_memory_gib", "finite_loss")  # of this side's worker result, kept in each row
+
+
+def _commands(variant: str, args, torch_threads: int) -> dict:
+    """The two workers' command lines, by side: this side's `hgn_throughput.py` worker and the PyTorch one."""
+    timing = ["--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    return {"tensorflow": [sys.executable, str(ROOT / "bench" / "hgn_throughput.py"), "--worker", "pytorch",
+                           variant, *timing],
+            "pytorch": [args.torch_python, str(Path(__file__).resolve()), "--torch-worker", "--pytorch-repo",
+                        args.pytorch_repo, *timing, "--threads", str(torch_threads)]}
+
+
+def _env(args, side: str, one_thread: bool) -> dict:
+    """`side`'s environment: one thread per library (side by side), or each library's own default pools."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **ISA_ENV[args.isa])
+    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    for name in names:
+        env.pop(name, None)
+    if one_thread:
+        env.update(dict.fromkeys(names, "1"))
+    env.pop("PYTHONPATH", None)
+    if side == "tensorflow":
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+def _row(variant: str, ours: dict, theirs: dict) -> dict:
+    return {"variant": variant, "tensorflow": {k: ours[k] for k in TF_FIELDS}, "pytorch": theirs,
+            "ratio": round(ours["samples_per_second"] / theirs["samples_per_second"], 2),
             # Work done per step differs between the two (see the module docstring): the ratio of
             # FLOP/s (this side's analytic count against PyTorch's counted one) beside samples/s.
-            "work_ratio": round(a["gflop_per_step_analytic"] / b["gflop_per_step_counted"], 2),
-            "flops_per_second_ratio": round(a["samples_per_second"] * a["gflop_per_step_analytic"]
-                                            / (b["samples_per_second"] * b["gflop_per_step_counted"]), 2)}
+            "work_ratio": round(ours["gflop_per_step_analytic"] / theirs["gflop_per_step_counted"], 2),
+            "flops_per_second_ratio": round(ours["samples_per_second"] * ours["gflop_per_step_analytic"]
+                                            / (theirs["samples_per_second"] * theirs["gflop_per_step_counted"]), 2)}
+
+
+def pair(variant: str, args, ours_core: int, torch_core: int) -> dict:
+    """One side-by-side measurement: this side on `ours_core`, the PyTorch code on `torch_core`."""
+    cmds = _commands(variant, args, torch_threads=1)
+    ours = _start(cmds["tensorflow"], ours_core, _env(args, "tensorflow", one_thread=True))
+    theirs = _start(cmds["pytorch"], torch_core, _env(args, "pytorch", one_thread=True))
+    a, b = _result(ours, f"this side ({variant})"), _result(theirs, "the PyTorch side")
+    return {**_row(variant, a, b), "cores": {"tensorflow": ours_core, "pytorch": torch_core}}
 
 
 def solo(variant: str, args, side: str) -> dict:
@@ -172,20 +192,9 @@ def solo(variant: str, args, side: str) -> dict:
     `TF_NUM_INTEROP_THREADS` unset, so TensorFlow sizes both pools to the cores. The PyTorch code
     calls `torch.set_num_threads(args.threads)`.
     """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **ISA_ENV[args.isa])
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.pop(name, None)
-    if side == "tensorflow":
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-        cmd = [sys.executable, str(ROOT / "bench" / "hgn_throughput.py"), "--worker", "pytorch", variant,
-               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps)]
-    else:
-        env.pop("PYTHONPATH", None)
-        cmd = [args.torch_python, str(Path(__file__).resolve()), "--torch-worker", "--pytorch-repo", args.pytorch_repo,
-               "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--steps", str(args.steps),
-               "--threads", str(args.threads)]
+    cmd = _commands(variant, args, torch_threads=args.threads)[side]
     cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    return _result(_start(cmd, cores, env), f"{side} alone ({variant})")
+    return _result(_start(cmd, cores, _env(args, side, one_thread=False)), f"{side} alone ({variant})")
 
 
 def whole_machine(variants, args) -> tuple:
@@ -198,12 +207,7 @@ def whole_machine(variants, args) -> tuple:
             print(f"[{args.isa}, {args.threads} threads] {variant}: {side} alone "
                   f"{runs[side][-1]['samples_per_second']} samples/s", flush=True)
         for a, b in zip(runs["tensorflow"], runs["pytorch"]):  # each TF run with the PyTorch run beside it in time
-            rows.append({"variant": variant, "threads": args.threads,
-                         "tensorflow": {k: a[k] for k in ("samples_per_second", "seconds_per_step_median",
-                                                          "timed_steps", "gflop_per_step_analytic",
-                                                          "peak_memory_gib", "finite_loss")},
-                         "pytorch": b, "ratio": round(a["samples_per_second"] / b["samples_per_second"], 2),
-                         "work_ratio": round(a["gflop_per_step_analytic"] / b["gflop_per_step_counted"], 2)})
+            rows.append({**_row(variant, a, b), "threads": args.threads})
     return rows, "each side alone on every core, one after the other (TF, PyTorch, PyTorch, TF); each library's threads"
 
 

@@ -5,20 +5,12 @@ physics, so the method itself is checked here: no perturbation, no error; a larg
 perturbation, a larger error; an error that grows along a pendulum's rollout and not along
 the isochronous spring's.
 """
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def chaos_floor():
-    spec = importlib.util.spec_from_file_location("hgn_chaos_floor", ROOT / "bench" / "hgn_chaos_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def chaos_floor(load_bench):
+    return load_bench("hgn_chaos_floor")
 
 
 def test_no_perturbation_scores_zero_and_error_grows_with_it(chaos_floor):
