@@ -13,11 +13,13 @@ filter gradient, and a 2048^3 matrix product, in TensorFlow (a `tf.function`, on
 with `--torch-python`, in PyTorch (`torch.nn.functional.conv2d` and autograd). Each figure is the
 median of `--repeats` timed calls after two untimed ones.
 
-It also times the same convolution by Winograd's algorithm, F(2x2, 3x3) and F(4x4, 3x3) (2.25x and
-4x fewer multiplications than the direct convolution), written in TensorFlow ops and compiled by
-XLA, forward and with both gradients, in direct-equivalent GFLOP/s (the direct convolution's FLOPs
-over the time taken): whether TensorFlow's own ops could beat the direct kernels with a cheaper
-algorithm on this CPU. Its maximum error relative to the direct convolution is recorded too.
+It times the same convolution and gradients on channels-first tensors (`data_format="NCHW"`)
+beside the channels-last ones the models use. It also times the same convolution by Winograd's
+algorithm, F(2x2, 3x3) and F(4x4, 3x3) (2.25x and 4x fewer multiplications than the direct
+convolution), written in TensorFlow ops and compiled by XLA, forward and with both gradients, in
+direct-equivalent GFLOP/s (the direct convolution's FLOPs over the time taken): whether
+TensorFlow's own ops could beat the direct kernels with a cheaper algorithm on this CPU. Its
+maximum error relative to the direct convolution is recorded too.
 
 With bench/results/hgn_vs_pytorch.json present, it then sets the training step's own FLOP/s on
 each side (FLOPs per step / seconds per step, from that side-by-side run) against these ceilings,
@@ -89,7 +91,27 @@ def tf_worker(repeats: int) -> dict:
     ops = {"conv_forward": (forward, _conv_gflop()), "conv_input_grad": (input_grad, _conv_gflop()),
            "conv_filter_grad": (filter_grad, _conv_gflop()), "matmul": (matmul, 2 * MATMUL ** 3 / 1e9)}
     out = {name: round(gflop / _median_seconds(lambda: fn().numpy(), repeats), 1) for name, (fn, gflop) in ops.items()}
+    out["nchw"] = nchw_worker(tf, x, w, dy, repeats)
     out["winograd"] = winograd_worker(tf, x, w, dy, repeats)
+    return out
+
+
+def nchw_worker(tf, x, w, dy, repeats: int) -> dict:
+    """The same convolution and its two gradients on channels-first tensors (`data_format="NCHW"`,
+    which TensorFlow runs on a CPU through oneDNN only): whether the other layout is the faster one."""
+    x, dy = (tf.transpose(t, [0, 3, 1, 2]) for t in (x, dy))
+    nchw = dict(strides=[1, 1, 1, 1], padding="SAME", data_format="NCHW")
+    ops = {"conv_forward": tf.function(lambda: tf.raw_ops.Conv2D(input=x, filter=w, **nchw)),
+           "conv_input_grad": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+               input_sizes=tf.shape(x), filter=w, out_backprop=dy, **nchw)),
+           "conv_filter_grad": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+               input=x, filter_sizes=tf.shape(w), out_backprop=dy, **nchw))}
+    out = {}
+    for name, fn in ops.items():
+        try:
+            out[name] = round(_conv_gflop() / _median_seconds(lambda: fn().numpy(), repeats), 1)
+        except tf.errors.OpError as err:  # TensorFlow's own kernels have no NCHW convolution on a CPU
+            out[name] = f"unsupported: {err.message.splitlines()[0][:160]}"
     return out
 
 
