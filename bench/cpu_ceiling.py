@@ -82,34 +82,37 @@ def tf_worker(repeats: int) -> dict:
     dy = tf.random.normal(x.shape)
     a = tf.random.normal([MATMUL, MATMUL])
 
-    forward = tf.function(lambda: tf.nn.conv2d(x, w, 1, "SAME"))
-    input_grad = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
-        input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
-    filter_grad = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
-        input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"))
     matmul = tf.function(lambda: tf.matmul(a, a))
-    ops = {"conv_forward": (forward, _conv_gflop()), "conv_input_grad": (input_grad, _conv_gflop()),
-           "conv_filter_grad": (filter_grad, _conv_gflop()), "matmul": (matmul, 2 * MATMUL ** 3 / 1e9)}
-    out = {name: round(gflop / _median_seconds(lambda: fn().numpy(), repeats), 1) for name, (fn, gflop) in ops.items()}
+    out = {name: _gflops(fn, _conv_gflop(), repeats) for name, fn in _conv_ops(tf, x, w, dy, "NHWC").items()}
+    out["matmul"] = _gflops(matmul, 2 * MATMUL ** 3 / 1e9, repeats)
     out["nchw"] = nchw_worker(tf, x, w, dy, repeats)
     out["winograd"] = winograd_worker(tf, x, w, dy, repeats)
     return out
+
+
+def _conv_ops(tf, x, w, dy, data_format: str) -> dict:
+    """The convolution, its input gradient and its filter gradient as `tf.function`s, on `x` and
+    `dy` laid out as `data_format` says."""
+    layout = dict(strides=[1, 1, 1, 1], padding="SAME", data_format=data_format)
+    return {"conv_forward": tf.function(lambda: tf.raw_ops.Conv2D(input=x, filter=w, **layout)),
+            "conv_input_grad": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=w, out_backprop=dy, **layout)),
+            "conv_filter_grad": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(w), out_backprop=dy, **layout))}
+
+
+def _gflops(fn, gflop: float, repeats: int) -> float:
+    return round(gflop / _median_seconds(lambda: fn().numpy(), repeats), 1)
 
 
 def nchw_worker(tf, x, w, dy, repeats: int) -> dict:
     """The same convolution and its two gradients on channels-first tensors (`data_format="NCHW"`,
     which TensorFlow runs on a CPU through oneDNN only): whether the other layout is the faster one."""
     x, dy = (tf.transpose(t, [0, 3, 1, 2]) for t in (x, dy))
-    nchw = dict(strides=[1, 1, 1, 1], padding="SAME", data_format="NCHW")
-    ops = {"conv_forward": tf.function(lambda: tf.raw_ops.Conv2D(input=x, filter=w, **nchw)),
-           "conv_input_grad": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
-               input_sizes=tf.shape(x), filter=w, out_backprop=dy, **nchw)),
-           "conv_filter_grad": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
-               input=x, filter_sizes=tf.shape(w), out_backprop=dy, **nchw))}
     out = {}
-    for name, fn in ops.items():
+    for name, fn in _conv_ops(tf, x, w, dy, "NCHW").items():
         try:
-            out[name] = round(_conv_gflop() / _median_seconds(lambda: fn().numpy(), repeats), 1)
+            out[name] = _gflops(fn, _conv_gflop(), repeats)
         except tf.errors.OpError as err:  # TensorFlow's own kernels have no NCHW convolution on a CPU
             out[name] = f"unsupported: {err.message.splitlines()[0][:160]}"
     return out
