@@ -18,6 +18,12 @@ timed end to end by `bench/hgn_quickstart.py --dataset SYSTEM --name SYSTEM` int
 `bench/results/hgn_quickstart_systems_epyc.json` (pendulum: the `default` run of
 `hgn_quickstart_epyc.json`, unless that file has its own): the table and
 `bench/results/hgn_quickstart_systems_epyc.png`.
+
+`--settings SYSTEM` compares every `bench/hgn_quality.py` run of one system measured on one kind
+of CPU (`--cpu`, a substring of the CPU model; default "AMD EPYC"), whatever its tag: the
+settings each run added to the recipe, its final test MSE, the forward test MSE after 10, 20, 30,
+60 and 90 training minutes, and `bench/results/hgn_settings_<SYSTEM>.png` (forward test MSE
+against training minutes and against steps, one line per run) with `hgn_settings_<SYSTEM>.json`.
 """
 from __future__ import annotations
 
@@ -165,6 +171,117 @@ def quickstart_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+# The recipe's own flags, which every run of a settings study repeats: what is left is its setting.
+BASE_FLAGS = {"--preset": 1, "--decoder": 1, "--steps": 1}
+MINUTES = (10, 20, 30, 60, 90)  # the curve's forward test MSE reported at these training minutes
+
+
+def setting(command: str) -> str:
+    """The flags a `bench/hgn_quality.py` command gave `train_hgn.py` beyond `BASE_FLAGS`."""
+    args = command.split(" -- ", 1)[1].split() if " -- " in command else []
+    kept, i = [], 0
+    while i < len(args):
+        if args[i] in BASE_FLAGS:
+            i += 1 + BASE_FLAGS[args[i]]
+            continue
+        kept.append(args[i])
+        i += 1
+    return " ".join(kept) or "(the recipe)"
+
+
+def at_minutes(curve, minutes: float, tolerance_s: float = 60.0):
+    """The forward test MSE of the curve point nearest `minutes` of training, or None if no point
+    lies within `tolerance_s` of it (the run stopped earlier, or its curve was sparser)."""
+    near = [p for p in curve if abs(p["train_seconds"] - 60.0 * minutes) <= tolerance_s]
+    if not near:
+        return None
+    return round(min(near, key=lambda p: abs(p["train_seconds"] - 60.0 * minutes))["test_mse_x1e4_forward"], 2)
+
+
+def settings_rows(system: str, cpu: str, results: Path = RESULTS):
+    """One row per `hgn_quality_<system>_<tag>.json` in `results` measured on a CPU whose model
+    contains `cpu`, ordered by final forward test MSE."""
+    prefix = f"hgn_quality_{system}_"
+    rows = []
+    for path in sorted(results.glob(prefix + "*.json")):
+        result = json.loads(path.read_text())
+        if "test_curve" not in result or cpu not in ((result.get("cpu") or {}).get("model") or ""):
+            continue
+        curve = result["test_curve"]
+        rows.append({
+            "tag": path.stem[len(prefix):], "setting": setting(result.get("command") or ""),
+            "command": result.get("command"), "note": result.get("note"),
+            "cpu": result["cpu"]["model"], "batch_size": result.get("batch_size"),
+            "steps": result["steps"],
+            "train_minutes": None if result.get("train_seconds") is None else round(result["train_seconds"] / 60, 1),
+            "test_forward": round(result["test_mse_x1e4"]["forward"], 2),
+            "test_backward": round(result["test_mse_x1e4"]["backward"], 2),
+            "vpt_forward": result["vpt_median_frames"]["test_forward"],
+            "vpt_backward": result["vpt_median_frames"]["test_backward"],
+            "latent_r2": result.get("latent_r2"), "mean_frame": result.get("mean_frame_mse_x1e4"),
+            "forward_at_minutes": {f"{m:g}": at_minutes(curve, m) for m in MINUTES},
+            "curve": curve,
+        })
+    return sorted(rows, key=lambda r: r["test_forward"])
+
+
+def settings_markdown(rows) -> str:
+    lines = ["| tag | setting | steps, train min | test MSE fwd / bwd | VPT fwd / bwd | latent R^2 | "
+             + " | ".join(f"fwd at {m} min" for m in MINUTES) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(MINUTES)]
+    for r in rows:
+        at = " | ".join(_num(r["forward_at_minutes"][f"{m:g}"], "{:.1f}") for m in MINUTES)
+        lines.append(f"| {r['tag']} | `{r['setting']}` | {r['steps']:,}, {_num(r['train_minutes'], '{:g}')} | "
+                     f"**{r['test_forward']:.2f} / {r['test_backward']:.2f}** | "
+                     f"{r['vpt_forward']:g} / {r['vpt_backward']:g} | {_num(r['latent_r2'])} | {at} |")
+    return "\n".join(lines)
+
+
+def settings_plot(rows, system: str, path: Path) -> None:
+    """Forward test MSE against training minutes and against steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    for i, r in enumerate(rows):
+        style = dict(color=colours[i % 20], ls=("-", "--", ":")[i // 10 % 3], marker=".", lw=1.2,
+                     label=f"{r['setting']} ({r['test_forward']:.1f})")
+        points = r["curve"]
+        axes[0].plot([p["train_seconds"] / 60 for p in points], [p["test_mse_x1e4_forward"] for p in points], **style)
+        axes[1].plot([p["step"] for p in points], [p["test_mse_x1e4_forward"] for p in points], **style)
+    baseline = next((r["mean_frame"] for r in rows if r["mean_frame"] is not None), None)
+    for ax, label in zip(axes, ("training minutes (one core each)", "training steps")):
+        if baseline is not None:
+            ax.axhline(baseline, color="grey", ls=":", label="mean-frame baseline" if ax is axes[1] else None)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("forward test MSE x 1e-4 (30 frames)")
+    axes[1].legend(fontsize=6.5, loc="upper right", title="setting (final forward)", title_fontsize=7)
+    fig.suptitle(f"HGN on {system}: the recipe with one setting changed per run, on {rows[0]['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _settings(system: str, cpu: str, markdown_only: bool) -> int:
+    rows = settings_rows(system, cpu)
+    if not rows:
+        raise SystemExit(f"no bench/hgn_quality.py results for {system} on a CPU matching {cpu!r} in "
+                         f"{RESULTS.relative_to(ROOT)}")
+    print(settings_markdown(rows))
+    if not markdown_only:
+        out = RESULTS / f"hgn_settings_{system}"
+        table = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
+        out.with_suffix(".json").write_text(json.dumps({"system": system, "cpu_filter": cpu, "rows": table},
+                                                       indent=2) + "\n")
+        settings_plot(rows, system, out.with_suffix(".png"))
+        print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
 def _quickstart(markdown_only: bool) -> int:
     rows, missing = quickstart_rows()
     if not rows:
@@ -187,9 +304,15 @@ def main(argv=None) -> int:
     parser.add_argument("--quickstart", action="store_true",
                         help="the default command's runs (bench/hgn_quickstart.py --dataset) "
                              "instead of the quality runs")
+    parser.add_argument("--settings", metavar="SYSTEM", choices=list(RUNS),
+                        help="compare every quality run of SYSTEM on one kind of CPU instead")
+    parser.add_argument("--cpu", default="AMD EPYC",
+                        help="with --settings: only runs whose CPU model contains this (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.quickstart:
         return _quickstart(args.markdown_only)
+    if args.settings:
+        return _settings(args.settings, args.cpu, args.markdown_only)
     rows, missing = [], []
     for system, tag in RUNS.items():
         path = RESULTS / f"hgn_quality_{system}_{tag}.json"

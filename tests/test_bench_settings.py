@@ -1,0 +1,62 @@
+"""`bench/hgn_systems.py --settings`: the comparison of one system's runs, one setting each.
+
+Its table is the README's evidence of which settings were tried on the double pendulum, so
+what it reads from each result is checked here on made-up results: the setting is the flags
+beyond the recipe's own, the curve is read at the right minute or not at all, and runs of
+another CPU or another system stay out.
+"""
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def systems(load_bench):
+    return load_bench("hgn_systems")
+
+
+def _result(path, command, forward, cpu="AMD EPYC 7B13", curve_minutes=(5, 10, 15)):
+    curve = [{"step": 100 * i, "train_seconds": 60.0 * m + 0.4, "test_mse_x1e4_forward": 80.0 - m,
+              "test_mse_x1e4_backward": 81.0 - m} for i, m in enumerate(curve_minutes, 1)]
+    path.write_text(json.dumps({
+        "command": command, "cpu": {"model": cpu}, "batch_size": 16, "steps": 300, "train_seconds": 900.0,
+        "test_mse_x1e4": {"forward": forward, "backward": forward + 1},
+        "vpt_median_frames": {"test_forward": 1, "test_backward": 0}, "latent_r2": 0.2,
+        "mean_frame_mse_x1e4": 84.5, "test_curve": curve}))
+
+
+def test_setting_is_what_the_run_added_to_the_recipe(systems):
+    base = "python bench/hgn_quality.py --dataset double_pendulum --budget-minutes 35 --tag T -- "
+    assert systems.setting(base + "--preset quality --decoder subpixel --steps 4500 --beta 1e-2") == "--beta 1e-2"
+    assert systems.setting(base + "--preset quality --steps 4200 --window 12 --curriculum-start 6") == \
+        "--window 12 --curriculum-start 6"
+    assert systems.setting(base + "--preset quality --decoder subpixel --steps 13000") == "(the recipe)"
+    # The bench script's own flags (before " -- ") are not the model's setting.
+    assert systems.setting("python bench/hgn_quality.py --dataset double_pendulum --budget-minutes 95") == \
+        "(the recipe)"
+
+
+def test_curve_is_read_at_the_minute_or_not_at_all(systems):
+    curve = [{"train_seconds": 300.3, "test_mse_x1e4_forward": 77.0},
+             {"train_seconds": 600.3, "test_mse_x1e4_forward": 67.5},
+             {"train_seconds": 900.8, "test_mse_x1e4_forward": 64.7}]
+    assert systems.at_minutes(curve, 10) == 67.5
+    assert systems.at_minutes(curve, 15) == 64.7
+    # A run that stopped at 15 minutes has no figure at 20 (not its last point's).
+    assert systems.at_minutes(curve, 20) is None
+
+
+def test_rows_keep_one_system_on_one_cpu_ordered_by_final_mse(systems, tmp_path):
+    tail = " -- --preset quality --decoder subpixel --steps 4500"
+    _result(tmp_path / "hgn_quality_double_pendulum_epyc_a.json", "c" + tail + " --beta 1e-2", 59.6)
+    _result(tmp_path / "hgn_quality_double_pendulum_epyc_b.json", "c" + tail, 44.1, curve_minutes=(5, 10, 20, 30))
+    _result(tmp_path / "hgn_quality_double_pendulum_xeon.json", "c" + tail, 61.8, cpu="Intel(R) Xeon(R)")
+    _result(tmp_path / "hgn_quality_pendulum_epyc_c.json", "c" + tail, 7.6)
+    rows = systems.settings_rows("double_pendulum", "AMD EPYC", tmp_path)
+    assert [r["tag"] for r in rows] == ["epyc_b", "epyc_a"]
+    assert [r["setting"] for r in rows] == ["(the recipe)", "--beta 1e-2"]
+    assert rows[0]["forward_at_minutes"]["20"] == 60.0 and rows[1]["forward_at_minutes"]["20"] is None
+    table = systems.settings_markdown(rows).splitlines()
+    assert len(table) == 4 and "**44.10 / 45.10**" in table[2] and "`--beta 1e-2`" in table[3]
+    systems.settings_plot(rows, "double_pendulum", tmp_path / "settings.png")
+    assert (tmp_path / "settings.png").stat().st_size > 10_000
