@@ -21,7 +21,7 @@ timed end to end by `bench/hgn_quickstart.py --dataset SYSTEM --name SYSTEM` int
 
 `--settings SYSTEM` compares every `bench/hgn_quality.py` run of one system measured on one kind
 of CPU (`--cpu`, a substring of the CPU model; default "AMD EPYC"), whatever its tag: the
-settings each run added to the recipe, its final test MSE, the forward test MSE after 10, 20, 30,
+flags each run gave beyond those every run shares (printed once), its final test MSE, the forward test MSE after 10, 20, 30,
 60 and 90 training minutes, and `bench/results/hgn_settings_<SYSTEM>.png` (forward test MSE
 against training minutes and against steps, one line per run) with `hgn_settings_<SYSTEM>.json`.
 """
@@ -171,22 +171,28 @@ def quickstart_markdown(rows) -> str:
     return "\n".join(lines)
 
 
-# The recipe's own flags, which every run of a settings study repeats: what is left is its setting.
-BASE_FLAGS = {"--preset": 1, "--decoder": 1, "--steps": 1}
 MINUTES = (10, 20, 30, 60, 90)  # the curve's forward test MSE reported at these training minutes
 
 
-def setting(command: str) -> str:
-    """The flags a `bench/hgn_quality.py` command gave `train_hgn.py` beyond `BASE_FLAGS`."""
-    args = command.split(" -- ", 1)[1].split() if " -- " in command else []
-    kept, i = [], 0
-    while i < len(args):
-        if args[i] in BASE_FLAGS:
-            i += 1 + BASE_FLAGS[args[i]]
-            continue
-        kept.append(args[i])
-        i += 1
-    return " ".join(kept) or "(the recipe)"
+def flag_groups(command: str) -> list:
+    """The flags a `bench/hgn_quality.py` command gave `train_hgn.py` (after its " -- "), each
+    with its values: `[("--preset", "quality"), ("--no-variational",), ...]`."""
+    groups = []
+    for token in (command.split(" -- ", 1)[1].split() if " -- " in command else []):
+        if token.startswith("--") or not groups:
+            groups.append((token,))
+        else:
+            groups[-1] += (token,)
+    return groups
+
+
+def settings(commands) -> tuple:
+    """(the flags every command shares, each command's own flags). `--steps` counts as neither:
+    the table has a column of the steps each run made."""
+    groups = [[g for g in flag_groups(c) if g[0] != "--steps"] for c in commands]
+    shared = [g for g in groups[0] if all(g in other for other in groups[1:])] if groups else []
+    own = [" ".join(" ".join(g) for g in run if g not in shared) or "(only the shared flags)" for run in groups]
+    return " ".join(" ".join(g) for g in shared), own
 
 
 def at_minutes(curve, minutes: float, tolerance_s: float = 60.0):
@@ -209,7 +215,7 @@ def settings_rows(system: str, cpu: str, results: Path = RESULTS):
             continue
         curve = result["test_curve"]
         rows.append({
-            "tag": path.stem[len(prefix):], "setting": setting(result.get("command") or ""),
+            "tag": path.stem[len(prefix):],
             "command": result.get("command"), "note": result.get("note"),
             "cpu": result["cpu"]["model"], "batch_size": result.get("batch_size"),
             "steps": result["steps"],
@@ -222,6 +228,9 @@ def settings_rows(system: str, cpu: str, results: Path = RESULTS):
             "forward_at_minutes": {f"{m:g}": at_minutes(curve, m) for m in MINUTES},
             "curve": curve,
         })
+    shared, own = settings([r["command"] or "" for r in rows])
+    for r, setting in zip(rows, own):
+        r["shared"], r["setting"] = shared, setting
     return sorted(rows, key=lambda r: r["test_forward"])
 
 
@@ -260,7 +269,8 @@ def settings_plot(rows, system: str, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("forward test MSE x 1e-4 (30 frames)")
     axes[1].legend(fontsize=6.5, loc="upper right", title="setting (final forward)", title_fontsize=7)
-    fig.suptitle(f"HGN on {system}: the recipe with one setting changed per run, on {rows[0]['cpu']}", fontsize=9)
+    fig.suptitle(f"HGN on {system}, one setting changed per run, on {rows[0]['cpu']}; every run: {rows[0]['shared']}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -272,10 +282,11 @@ def _settings(system: str, cpu: str, markdown_only: bool) -> int:
         raise SystemExit(f"no bench/hgn_quality.py results for {system} on a CPU matching {cpu!r} in "
                          f"{RESULTS.relative_to(ROOT)}")
     print(settings_markdown(rows))
+    print(f"\nevery run: {rows[0]['shared']}")
     if not markdown_only:
         out = RESULTS / f"hgn_settings_{system}"
         table = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
-        out.with_suffix(".json").write_text(json.dumps({"system": system, "cpu_filter": cpu, "rows": table},
+        out.with_suffix(".json").write_text(json.dumps({"system": system, "cpu_filter": cpu, "every_run": rows[0]["shared"], "rows": table},
                                                        indent=2) + "\n")
         settings_plot(rows, system, out.with_suffix(".png"))
         print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")

@@ -25,15 +25,23 @@ def _result(path, command, forward, cpu="AMD EPYC 7B13", curve_minutes=(5, 10, 1
         "mean_frame_mse_x1e4": 84.5, "test_curve": curve}))
 
 
-def test_setting_is_what_the_run_added_to_the_recipe(systems):
+def test_a_runs_setting_is_what_it_does_not_share_with_the_others(systems):
     base = "python bench/hgn_quality.py --dataset double_pendulum --budget-minutes 35 --tag T -- "
-    assert systems.setting(base + "--preset quality --decoder subpixel --steps 4500 --beta 1e-2") == "--beta 1e-2"
-    assert systems.setting(base + "--preset quality --steps 4200 --window 12 --curriculum-start 6") == \
-        "--window 12 --curriculum-start 6"
-    assert systems.setting(base + "--preset quality --decoder subpixel --steps 13000") == "(the recipe)"
+    shared, own = systems.settings([
+        base + "--preset quality --decoder subpixel --steps 4500 --beta 1e-2",
+        base + "--preset quality --decoder subpixel --steps 9000 --window 12 --curriculum-start 6",
+        base + "--preset quality --decoder subpixel --steps 13000",
+        base + "--preset quality --decoder subpixel --steps 4500 --no-variational --encoder-widths 64,64"])
+    assert shared == "--preset quality --decoder subpixel"
+    # --steps is a column of its own, not a setting.
+    assert own == ["--beta 1e-2", "--window 12 --curriculum-start 6", "(only the shared flags)",
+                   "--no-variational --encoder-widths 64,64"]
+    # A run on another decoder does not hide behind the others' recipe.
+    shared, own = systems.settings([base + "--preset quality --steps 4200",
+                                    base + "--preset quality --decoder subpixel --steps 4500"])
+    assert shared == "--preset quality" and own == ["(only the shared flags)", "--decoder subpixel"]
     # The bench script's own flags (before " -- ") are not the model's setting.
-    assert systems.setting("python bench/hgn_quality.py --dataset double_pendulum --budget-minutes 95") == \
-        "(the recipe)"
+    assert systems.flag_groups("python bench/hgn_quality.py --dataset double_pendulum --budget-minutes 95") == []
 
 
 def test_curve_is_read_at_the_minute_or_not_at_all(systems):
@@ -54,7 +62,8 @@ def test_rows_keep_one_system_on_one_cpu_ordered_by_final_mse(systems, tmp_path)
     _result(tmp_path / "hgn_quality_pendulum_epyc_c.json", "c" + tail, 7.6)
     rows = systems.settings_rows("double_pendulum", "AMD EPYC", tmp_path)
     assert [r["tag"] for r in rows] == ["epyc_b", "epyc_a"]
-    assert [r["setting"] for r in rows] == ["(the recipe)", "--beta 1e-2"]
+    assert [r["setting"] for r in rows] == ["(only the shared flags)", "--beta 1e-2"]
+    assert rows[0]["shared"] == "--preset quality --decoder subpixel"
     assert rows[0]["forward_at_minutes"]["20"] == 60.0 and rows[1]["forward_at_minutes"]["20"] is None
     table = systems.settings_markdown(rows).splitlines()
     assert len(table) == 4 and "**44.10 / 45.10**" in table[2] and "`--beta 1e-2`" in table[3]
