@@ -4,6 +4,7 @@
     python bench/hgn_systems.py                   # the results named in RUNS
     python bench/hgn_systems.py --markdown-only   # print the README table, write nothing
     python bench/hgn_systems.py --quickstart      # the default command's table (see below)
+    python bench/hgn_systems.py --settings double_pendulum   # every run of one system (see below)
 
 Reads `bench/results/hgn_quality_<system>_<tag>.json` (written by the commands recorded in
 each file), prints the README's table (test MSE x 1e-4 over 30 frames forward and backward,
@@ -171,6 +172,7 @@ def quickstart_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+SETTINGS_CPU = "AMD EPYC"  # --settings compares runs of one kind of CPU: this one unless --cpu says
 MINUTES = (10, 20, 30, 60, 90)  # the curve's forward test MSE reported at these training minutes
 
 
@@ -240,7 +242,8 @@ def settings_markdown(rows) -> str:
              "|---|---|---|---|---|---|" + "---|" * len(MINUTES)]
     for r in rows:
         at = " | ".join(_num(r["forward_at_minutes"][f"{m:g}"], "{:.1f}") for m in MINUTES)
-        lines.append(f"| {r['tag']} | `{r['setting']}` | {r['steps']:,}, {_num(r['train_minutes'], '{:g}')} | "
+        setting = r["setting"] if r["setting"].startswith("(") else f"`{r['setting']}`"
+        lines.append(f"| {r['tag']} | {setting} | {r['steps']:,}, {_num(r['train_minutes'], '{:g}')} | "
                      f"**{r['test_forward']:.2f} / {r['test_backward']:.2f}** | "
                      f"{r['vpt_forward']:g} / {r['vpt_backward']:g} | {_num(r['latent_r2'])} | {at} |")
     return "\n".join(lines)
@@ -317,13 +320,15 @@ def main(argv=None) -> int:
                              "instead of the quality runs")
     parser.add_argument("--settings", metavar="SYSTEM", choices=list(RUNS),
                         help="compare every quality run of SYSTEM on one kind of CPU instead")
-    parser.add_argument("--cpu", default="AMD EPYC",
-                        help="with --settings: only runs whose CPU model contains this (default: %(default)s)")
+    parser.add_argument("--cpu", default=None,
+                        help=f"with --settings: only runs whose CPU model contains this (default: {SETTINGS_CPU})")
     args = parser.parse_args(argv)
+    if args.cpu is not None and not args.settings:
+        parser.error("--cpu selects the runs of --settings: give --settings SYSTEM too")
     if args.quickstart:
         return _quickstart(args.markdown_only)
     if args.settings:
-        return _settings(args.settings, args.cpu, args.markdown_only)
+        return _settings(args.settings, args.cpu or SETTINGS_CPU, args.markdown_only)
     rows, missing = [], []
     for system, tag in RUNS.items():
         path = RESULTS / f"hgn_quality_{system}_{tag}.json"

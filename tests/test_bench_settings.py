@@ -67,5 +67,12 @@ def test_rows_keep_one_system_on_one_cpu_ordered_by_final_mse(systems, tmp_path)
     assert rows[0]["forward_at_minutes"]["20"] == 60.0 and rows[1]["forward_at_minutes"]["20"] is None
     table = systems.settings_markdown(rows).splitlines()
     assert len(table) == 4 and "**44.10 / 45.10**" in table[2] and "`--beta 1e-2`" in table[3]
+    assert "| (only the shared flags) |" in table[2]
     systems.settings_plot(rows, "double_pendulum", tmp_path / "settings.png")
     assert (tmp_path / "settings.png").stat().st_size > 10_000
+
+
+def test_cpu_without_settings_is_an_error(systems, capsys):
+    with pytest.raises(SystemExit):
+        systems.main(["--cpu", "AMD EPYC"])  # even the default, said without --settings
+    assert "--settings" in capsys.readouterr().err
