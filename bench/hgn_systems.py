@@ -60,32 +60,40 @@ QUICKSTART = RESULTS / "hgn_quickstart_systems_epyc.json"  # bench/hgn_quickstar
 QUICKSTART_PENDULUM = (RESULTS / "hgn_quickstart_epyc.json", "default")  # the README's quick start
 
 
-def row(system: str, result: dict) -> dict:
-    long = result.get("long_horizon") or {}
-    out = {
-        "system": system,
-        "file": f"hgn_quality_{system}_{RUNS[system]}.json",
+def scores(result: dict) -> dict:
+    """What every table here reads from a `bench/hgn_quality.py` result: its scores, steps,
+    training minutes, command and CPU."""
+    return {
         "test_forward": result["test_mse_x1e4"]["forward"],
         "test_backward": result["test_mse_x1e4"]["backward"],
         "mean_frame": result.get("mean_frame_mse_x1e4"),
         "vpt_forward": result["vpt_median_frames"]["test_forward"],
         "vpt_backward": result["vpt_median_frames"]["test_backward"],
+        "latent_r2": result.get("latent_r2"),
+        "steps": result["steps"],
+        "train_minutes": None if result.get("train_seconds") is None else round(result["train_seconds"] / 60, 1),
+        "command": result.get("command"),
+        "cpu": (result.get("cpu") or {}).get("model"),
+        "note": result.get("note"),
+    }
+
+
+def row(system: str, result: dict) -> dict:
+    long = result.get("long_horizon") or {}
+    out = {
+        "system": system,
+        "file": f"hgn_quality_{system}_{RUNS[system]}.json",
+        **scores(result),
         "long_forward": long.get("forward", {}).get("mse_x1e4"),
         "long_backward": long.get("backward", {}).get("mse_x1e4"),
         "long_vpt_forward": long.get("forward", {}).get("vpt_median_frames"),
         "long_vpt_backward": long.get("backward", {}).get("vpt_median_frames"),
         "long_frames_beyond": long.get("frames_beyond"),
-        "latent_r2": result["latent_r2"],
         "energy_relative_drift": result["energy"]["relative_drift"],
         "energy_steps": result["energy"]["steps"],
-        "steps": result["steps"],
-        "train_minutes": None if result.get("train_seconds") is None else round(result["train_seconds"] / 60, 1),
         "paper_test": PAPER.get(system),
         "pytorch_test": PYTORCH.get(system),
         "goal": GOAL.get(system),
-        "command": result.get("command"),
-        "cpu": (result.get("cpu") or {}).get("model"),
-        "note": result.get("note"),
     }
     if out["goal"] is not None:
         out["goal_met"] = max(out["test_forward"], out["test_backward"]) <= out["goal"]
@@ -216,17 +224,10 @@ def settings_rows(system: str, cpu: str, results: Path = RESULTS):
         if "test_curve" not in result or cpu not in ((result.get("cpu") or {}).get("model") or ""):
             continue
         curve = result["test_curve"]
+        base = scores(result)
         rows.append({
-            "tag": path.stem[len(prefix):],
-            "command": result.get("command"), "note": result.get("note"),
-            "cpu": result["cpu"]["model"], "batch_size": result.get("batch_size"),
-            "steps": result["steps"],
-            "train_minutes": None if result.get("train_seconds") is None else round(result["train_seconds"] / 60, 1),
-            "test_forward": round(result["test_mse_x1e4"]["forward"], 2),
-            "test_backward": round(result["test_mse_x1e4"]["backward"], 2),
-            "vpt_forward": result["vpt_median_frames"]["test_forward"],
-            "vpt_backward": result["vpt_median_frames"]["test_backward"],
-            "latent_r2": result.get("latent_r2"), "mean_frame": result.get("mean_frame_mse_x1e4"),
+            "tag": path.stem[len(prefix):], **base, "batch_size": result.get("batch_size"),
+            "test_forward": round(base["test_forward"], 2), "test_backward": round(base["test_backward"], 2),
             "forward_at_minutes": {f"{m:g}": at_minutes(curve, m) for m in MINUTES},
             "curve": curve,
         })
