@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import typing
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -56,6 +57,21 @@ def non_negative(config, *names: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
 
 
+# The largest serving cap: requests carry their counts (batch, n, n_steps) as int32.
+MAX_SERVING_CAP = 2 ** 31 - 1
+
+
+def serving_caps(config, *names: str) -> None:
+    """Raises `ValueError` naming the first of `names` (serving caps; None: automatic) that is
+    not in [1, `MAX_SERVING_CAP`]."""
+    positive(config, *names)
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value > MAX_SERVING_CAP:
+            raise ValueError(f"--{name.replace('_', '-')} must be <= {MAX_SERVING_CAP:,} (requests carry int32 "
+                             f"counts), got {value:,}")
+
+
 def one_of(config, name: str, valid: Sequence[str]) -> None:
     """Raises `ValueError` if `config.<name>` is not in `valid`, listing the valid values."""
     value = getattr(config, name)
@@ -81,7 +97,7 @@ def _scalar_parser(tp, flag: str) -> Callable[[str], Any]:
             value = tp(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} expects {names[tp]}, got {text!r}") from None
-        if tp is float and value != value:  # NaN
+        if tp is float and not math.isfinite(value):  # nan, inf, -inf
             raise argparse.ArgumentTypeError(f"{flag} expects a finite number, got {text!r}")
         return value
 

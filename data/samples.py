@@ -8,18 +8,22 @@ that batch any points for a density model (`nhf`).
 
 A file is accepted when it holds one finite, two-dimensional array of numbers (rows are points,
 columns coordinates); a one-dimensional array is refused (it could be n points in 1-D or one
-point in n-D: save it as `x[:, None]` or `x[None, :]`). A CSV may start with one header line
-of column names. Every refusal is a `SampleFileError` (a `ValueError`) with one line naming
-the file and the problem.
+point in n-D: save it as `x[:, None]` or `x[None, :]`). A CSV is comma-separated (another
+separator is named in the error) and may start with one header line of column names, one per
+column; a header without a first name (pandas' index column) is refused, and a header of
+numbers (pandas' default names 0, 1, ...) cannot be told from a point: it is read as one.
+Every refusal is a `SampleFileError` (a `ValueError`) with one line naming the file and the
+problem. Reading and checking a file needs no TensorFlow (the pipelines import it).
 """
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
-import tensorflow as tf
 
 from data.targets import Target
 
@@ -27,39 +31,72 @@ FORMATS = (".npy", ".npz", ".csv")
 NOISE_STREAM = 7919  # offsets the momentum-noise seeds from the shuffling seeds
 _FOREVER = 2**62
 
-__all__ = ["FORMATS", "SampleFileError", "check_samples", "load_samples", "sample_batches", "samples_target",
-           "split_samples", "vi_batches"]
+__all__ = ["FORMATS", "SampleFileError", "check_path", "check_samples", "load_samples", "sample_batches",
+           "samples_target", "split_samples", "vi_batches"]
 
 
 class SampleFileError(ValueError):
     """A samples file that cannot be used; the message names the file and the problem."""
 
 
+SEPARATORS = {";": "semicolons", "\t": "tabs", " ": "spaces"}  # what a CSV that is not comma-separated may use
+
+
+def _numbers(line: str) -> Optional[list]:
+    try:
+        return [float(v) for v in line.split(",")]
+    except ValueError:
+        return None
+
+
+def _not_numbers(path: Path, line_no: int, line: str) -> SampleFileError:
+    """The error for a line that is not comma-separated numbers, naming another separator it uses."""
+    for sep, name in SEPARATORS.items():
+        parts = line.split() if sep == " " else line.split(sep)
+        if len(parts) > 1 and all(_numbers(part) is not None and "," not in part for part in parts):
+            return SampleFileError(f"--data {str(path)!r} line {line_no} is separated by {name}, not commas "
+                                   f"(np.savetxt(..., delimiter=',') writes commas): {line[:60]!r}")
+    if any(not part.strip() for part in line.split(",")):
+        return SampleFileError(f"--data {str(path)!r} line {line_no} has an empty value (a doubled or trailing "
+                               f"comma?): {line[:60]!r}")
+    return SampleFileError(f"--data {str(path)!r} line {line_no}: not comma-separated numbers: {line[:60]!r}")
+
+
 def _read_csv(path: Path) -> np.ndarray:
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first value
+    except UnicodeDecodeError as e:
+        raise SampleFileError(f"--data {str(path)!r} is not UTF-8 text (byte {e.start}); a CSV must be "
+                              "comma-separated numbers") from None
+    lines = [line.strip() for line in text.splitlines()]
     rows = [(i + 1, line) for i, line in enumerate(lines) if line and not line.startswith("#")]
     if not rows:
         raise SampleFileError(f"--data {str(path)!r} is empty")
-
-    def numbers(line_no: int, line: str):
-        try:
-            return [float(v) for v in line.split(",")]
-        except ValueError:
-            return None
-
-    values = [numbers(*row) for row in rows]
-    if values[0] is None:  # a header of column names
-        rows, values = rows[1:], values[1:]
+    values = [_numbers(line) for _, line in rows]
+    if values[0] is None and (len(rows) == 1 or values[1] is not None):  # a header of column names
+        (line_no, header), rows, values = rows[0], rows[1:], values[1:]
+        names = header.split(",")
+        if names[0].strip() == "":
+            raise SampleFileError(f"--data {str(path)!r} line {line_no}: the header's first column has no name, as "
+                                  "pandas' to_csv writes for its index; that column would be read as a coordinate: "
+                                  "save with to_csv(index=False)")
+        if rows and len(names) != len(values[0]):
+            raise SampleFileError(f"--data {str(path)!r}: the header (line {line_no}) names {len(names)} columns, "
+                                  f"the rows have {len(values[0])} values")
     if not rows:
         raise SampleFileError(f"--data {str(path)!r} has a header but no rows")
     width = len(values[0]) if values[0] is not None else None
     for (line_no, line), row in zip(rows, values):
         if row is None:
-            raise SampleFileError(f"--data {str(path)!r} line {line_no}: not comma-separated numbers: {line[:60]!r}")
+            raise _not_numbers(path, line_no, line)
         if len(row) != width:
             raise SampleFileError(f"--data {str(path)!r} line {line_no} has {len(row)} values, the first row "
                                   f"has {width} (ragged CSV)")
     return np.asarray(values, np.float64)
+
+
+# What np.load and its archive members raise for a file that is not what its name says.
+_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -68,16 +105,25 @@ def _read_array(path: Path) -> np.ndarray:
         return _read_csv(path)
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except _UNREADABLE as e:
         raise SampleFileError(f"--data {str(path)!r} is not a readable {suffix} file ({e})") from None
-    if suffix == ".npz":
-        with loaded:
-            names = list(loaded.keys())
-            if len(names) != 1:
-                raise SampleFileError(f"--data {str(path)!r} holds {len(names)} arrays ({', '.join(names) or 'none'}); "
-                                      "it must hold exactly one")
+    archive = isinstance(loaded, np.lib.npyio.NpzFile)
+    if archive != (suffix == ".npz"):
+        if archive:
+            loaded.close()
+        raise SampleFileError(f"--data {str(path)!r} is {'an .npz archive' if archive else 'a single .npy array'} "
+                              f"named {suffix}: rename it {'.npz' if archive else '.npy'}")
+    if not archive:
+        return loaded
+    with loaded:
+        names = list(loaded.keys())
+        if len(names) != 1:
+            raise SampleFileError(f"--data {str(path)!r} holds {len(names)} arrays ({', '.join(names) or 'none'}); "
+                                  "it must hold exactly one")
+        try:
             return loaded[names[0]]
-    return loaded
+        except _UNREADABLE as e:
+            raise SampleFileError(f"--data {str(path)!r}: its array {names[0]!r} is not readable ({e})") from None
 
 
 def check_samples(points, what: str = "the samples") -> np.ndarray:
@@ -114,6 +160,13 @@ def load_samples(path: Union[str, os.PathLike]) -> np.ndarray:
       SampleFileError: a missing, empty or unreadable file, an unknown suffix, a ragged CSV,
         non-finite values, or an array that is not two-dimensional.
     """
+    path = check_path(path)
+    return check_samples(_read_array(path), f"--data {str(path)!r}")
+
+
+def check_path(path: Union[str, os.PathLike]) -> Path:
+    """The checks of `load_samples` that need not read the file (suffix, existence, size), for a
+    command line to run before it starts anything; returns the path. Raises `SampleFileError`."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise SampleFileError(f"--data {str(path)!r}: unknown format {path.suffix!r}; valid: {', '.join(FORMATS)}")
@@ -121,7 +174,7 @@ def load_samples(path: Union[str, os.PathLike]) -> np.ndarray:
         raise SampleFileError(f"--data {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise SampleFileError(f"--data {str(path)!r} is empty")
-    return check_samples(_read_array(path), f"--data {str(path)!r}")
+    return path
 
 
 def split_samples(points: np.ndarray, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -158,6 +211,8 @@ def sample_batches(points: np.ndarray, batch_size: int, *, seed: int, momenta: i
     Raises:
       ValueError: fewer points than a batch.
     """
+    import tensorflow as tf  # here, so that reading and checking a file needs no TensorFlow
+
     n, d = points.shape
     if n < batch_size:
         raise ValueError(f"{n} points are fewer than one batch of {batch_size}")
@@ -187,6 +242,8 @@ def vi_batches(batch_size: int, *, seed: int, start_step: int = 0) -> tf.data.Da
     """VI-mode batches `{"seed": [B, 2] int32}` from step `start_step` on: the stateless seed
     (seed + NOISE_STREAM, s) of step s's prior draws on every row (the rows fix the batch size
     and split across replicas with it)."""
+    import tensorflow as tf
+
     base = tf.constant((seed + NOISE_STREAM) % 2**31, tf.int64)
 
     def seeds(step):

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from common import config as config_lib
 from common import console, distribute
 from common.runs import RunError, check_writable_dir, import_tensorflow_quietly
-from hgn.config import DEFAULT_PRESET, MAX_BATCH, MAX_SAMPLES, MAX_STEPS, PRESETS, HGNConfig, presets_for
+from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig, presets_for
 
 DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
 
@@ -42,20 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="0 silent, 1 progress bar, 2 one line per checkpoint interval and the libraries' "
                           "warnings (default 1)")
     run.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    def cap(text: str) -> int:
-        if not text.isdigit() or int(text) < 1:
-            raise argparse.ArgumentTypeError(f"expects a positive integer, got {text!r}")
-        return int(text)
-
-    run.add_argument("--serve-max-steps", type=cap, default=MAX_STEPS, metavar="N",
-                     help=f"SavedModel serving cap: n_steps per request (default {MAX_STEPS})")
-    run.add_argument("--serve-max-batch", type=cap, default=MAX_BATCH, metavar="N",
-                     help=f"SavedModel serving cap: clips (or states) per request (default {MAX_BATCH})")
-    run.add_argument("--serve-max-samples", type=cap, default=MAX_SAMPLES, metavar="N",
-                     help=f"SavedModel serving cap: n of a sample request (default {MAX_SAMPLES})")
-    run.add_argument("--serve-max-frames", type=cap, default=None, metavar="N",
-                     help="SavedModel serving cap: frames decoded per request, batch x (n_steps + 1) "
-                          "(default: what fits in 2 GiB for this decoder)")
     distribute.add_arguments(parser)
     return parser
 
@@ -123,8 +109,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = experiment.run_experiment(
         config, dataset, run_dir, data_dir=data_dir, resume=args.resume, eval_only=args.eval_only,
         verbose=args.verbose, strategy=strategy,
-        serving={"max_steps": args.serve_max_steps, "max_batch": args.serve_max_batch,
-                 "max_samples": args.serve_max_samples, "max_frames": args.serve_max_frames},
         command=" ".join(["train_hgn.py", *(sys.argv[1:] if argv is None else argv)]))
     if result is not None and args.verbose:
         print(experiment.summary(result, run_dir), flush=True)

@@ -25,7 +25,7 @@ import dataclasses
 import sys
 from typing import Dict, Optional, Tuple
 
-from common.config import field, non_negative, one_of, positive
+from common.config import field, non_negative, one_of, positive, serving_caps
 from data.generation import VARIANT_HELP  # NumPy only: the config module stays free of TensorFlow
 
 ENCODERS = ("strided", "full_res")
@@ -40,6 +40,10 @@ PACES = ("steps", "time")
 # common.integrators' built-in methods, named here so that the flags are checked before TensorFlow
 # loads (tests/test_hgn_model.py checks them against the registry).
 INTEGRATORS = ("euler", "leapfrog", "rk4", "symplectic_euler", "yoshida4")
+# Default serving caps of an exported SavedModel (`hgn.serving`; `train_hgn.py --serve-max-*`).
+MAX_STEPS = 10_000  # n_steps per request
+MAX_BATCH = 1024  # clips (or states) per request
+MAX_SAMPLES = 10_000  # n of a sample request
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +158,13 @@ class HGNConfig:
             "the training window, forward and backward, on freshly rendered longer test trajectories; 0: off")
     long_horizon_trajectories: int = field(256, "trajectories of that long-horizon evaluation")
     export: bool = field(True, "write the SavedModel (saved_model/) after the evaluation")
+    # Serving caps of that SavedModel (hgn.serving), saved with the run: a resumed run re-exports
+    # with them unless the flags are given again.
+    serve_max_steps: int = field(MAX_STEPS, "SavedModel serving cap: n_steps per request")
+    serve_max_batch: int = field(MAX_BATCH, "SavedModel serving cap: clips (or states) per request")
+    serve_max_samples: int = field(MAX_SAMPLES, "SavedModel serving cap: n of a sample request")
+    serve_max_frames: Optional[int] = field(None, "SavedModel serving cap: frames decoded per request, batch x "
+                                                  "(n_steps + 1) (none: what fits in 2 GiB for this decoder)")
     curve_every_minutes: Optional[float] = field(
         None, "score test MSE (forward and backward) every this many minutes of training time into "
               "test_curve.json and TensorBoard (the time spent scoring is not counted; none: off)")
@@ -166,6 +177,7 @@ class HGNConfig:
                  "eval_trajectories", "energy_steps", "encoder_widths", "hamiltonian_widths", "hamiltonian_kernels",
                  "geco_init_lambda", "geco_learning_rate", "max_train_minutes", "curve_every_minutes",
                  "curve_trajectories", "colors", "long_horizon_trajectories")
+        serving_caps(self, "serve_max_steps", "serve_max_batch", "serve_max_samples", "serve_max_frames")
         non_negative(self, "geco_kappa", "beta", "max_rollbacks", "warmup_steps", "curriculum_steps", "noise_std",
                      "decoded_frames", "long_horizon_frames")
         if not 0.0 < self.rollback_lr_factor <= 1.0:
@@ -297,11 +309,6 @@ PRESETS: Dict[str, HGNConfig] = {
 }
 
 DEFAULT_PRESET = "quick"
-
-# Default serving caps of an exported SavedModel (`hgn.serving`; `train_hgn.py --serve-max-*`).
-MAX_STEPS = 10_000  # n_steps per request
-MAX_BATCH = 1024  # clips (or states) per request
-MAX_SAMPLES = 10_000  # n of a sample request
 
 # Per-system settings of the recipe presets (`quick`, `quality`), applied when `--dataset` names
 # the system; flags given on the command line still win. Each entry says what was measured

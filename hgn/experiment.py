@@ -97,11 +97,10 @@ def train(model: HGN, manager: tf.train.CheckpointManager, builder, dataset: str
     training.train(model, ds, run_dir, manager=manager, verbose=verbose if chief else 0, curve_frames=curve_frames)
 
 
-def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path, step: int,
-                        serving: Optional[Dict[str, Optional[int]]] = None) -> Tuple[Dict[str, object], Dict[str, str]]:
+def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path,
+                        step: int) -> Tuple[Dict[str, object], Dict[str, str]]:
     """Scores the model (see `hgn.evaluation.evaluate`), draws the run's pictures and (with
-    `config.export`) exports the SavedModel with the serving caps `serving` (`hgn.serving.export`'s
-    keywords).
+    `config.export`) exports the SavedModel with the config's serving caps (`serve_max_*`).
 
     Returns:
       The metrics (with their private arrays) and the files written, by kind.
@@ -119,7 +118,9 @@ def evaluate_and_export(model: HGN, builder, dataset: str, run_dir: Path, step: 
                               load_history(run_dir, step, training.CURVE_FILE))
         files["training_curves"] = "training_curves.png"
     if config.export:
-        export_saved_model(model, run_dir / "saved_model", **(serving or {}))
+        export_saved_model(model, run_dir / "saved_model", max_steps=config.serve_max_steps,
+                           max_batch=config.serve_max_batch, max_samples=config.serve_max_samples,
+                           max_frames=config.serve_max_frames)
     return metrics, files
 
 
@@ -131,7 +132,7 @@ def _timings(seconds: Dict[str, float], trained_steps: int, batch_size: int) -> 
 
 def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, resume: bool = False,
                    eval_only: bool = False, verbose: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
-                   serving: Optional[Dict[str, Optional[int]]] = None, command: str = "") -> Optional[Dict]:
+                   command: str = "") -> Optional[Dict]:
     """Trains (or resumes, or only re-evaluates) an HGN and writes every output into `run_dir`.
 
     Args:
@@ -143,8 +144,6 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
       eval_only: with `resume`, only evaluate and re-export (with `config.export`).
       verbose: 0 silent, 1 progress bar, 2 one line per checkpoint interval.
       strategy: the `tf.distribute` strategy (`common.distribute.make_strategy`; None: default).
-      serving: the SavedModel's serving caps (`max_steps`, `max_batch`, `max_samples`,
-        `max_frames`; missing ones take `hgn.serving`'s defaults).
       command: the command line, recorded in metrics.json.
 
     Returns:
@@ -189,7 +188,7 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
         training.restore_latest(model, training.checkpoint_manager(model, run_dir), required=True)
     say("evaluating")
     t2 = time.time()
-    metrics, files = evaluate_and_export(model, builder, dataset, run_dir, end, serving)
+    metrics, files = evaluate_and_export(model, builder, dataset, run_dir, end)
     seconds["eval_export"] = time.time() - t2
     if not config.export and (run_dir / "saved_model").is_dir():
         say(f"note: {stale_export_note('train_hgn.py', run_dir)}")

@@ -9,7 +9,7 @@ PATH is a `train_hgn.py` run directory (its `saved_model/` is used) or a SavedMo
 any such export works without this project's model code.
 
 The clip is a video file OpenCV reads (`--video clip.mp4`, `.avi`, ...), a folder of PNG
-frames read in sorted name order (`--video frames/`), or test trajectory I of a rendered
+frames read in natural name order, frame2.png before frame10.png (`--video frames/`), or test trajectory I of a rendered
 physics dataset (`--dataset SYSTEM --index I`, generated as `train_hgn.py` generates its
 test split: same seed, frame count, dt and size as the run, or the defaults for a bare
 SavedModel; the clip is its first k frames). Frames are centre-cropped to a square and resized to the model's image size
@@ -35,6 +35,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -48,6 +49,9 @@ from common.runs import refresh_export_command
 PROG = "python -m hgn.predict"
 LABEL_HEIGHT = 16  # pixels of the caption strip above each panel
 PANEL_GAP = 4  # pixels between panels
+MAX_MOVIE_SIDE = 8190  # pixels: OpenCV's MPEG-4 writer fails to open above 8,190 (measured: 8,200 failed)
+MAX_MOVIE_BYTES = 4 * 2 ** 30  # the movie is composed in memory (the GIF needs every frame)
+MAX_FPS = 1000.0  # the MPEG-4 writer fails at rates above 65,535; a GIF frame lasts at least 1 ms
 
 
 # ----------------------------------------------------------------------------- the model
@@ -205,7 +209,8 @@ def read_clip(path, image_size: int) -> np.ndarray:
 
     Args:
       path: a video file OpenCV's `cv2.VideoCapture` reads (mp4, avi, ...) or a folder of PNG
-        files (read in sorted name order with `cv2.imread`; an alpha channel is dropped).
+        files (read in natural name order, `_natural_key`, with `cv2.imread`; an alpha channel is
+        dropped).
       image_size: the model's frame size.
 
     Returns:
@@ -220,7 +225,7 @@ def read_clip(path, image_size: int) -> np.ndarray:
         raise ValueError(f"--video {str(path)!r} does not exist")
     frames, colour = [], False
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() == ".png"), key=_natural_key)
         if not files:
             raise ValueError(f"--video {str(path)!r} is a folder without PNG frames")
         for f in files:
@@ -255,6 +260,13 @@ def read_clip(path, image_size: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def _natural_key(path: Path) -> Tuple:
+    """Sort key of a file name with its digit runs compared as numbers: `ffmpeg ... %d.png`
+    writes 1.png ... 10.png, which plain sorting would play as 1, 10, 11, ..., 2."""
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part)
+                 for part in re.split(r"(\d+)", path.name.lower()) if part), path.name
+
+
 def _grey(image: np.ndarray) -> bool:
     return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
 
@@ -277,7 +289,8 @@ def held_out_clip(system: str, index: int, *, input_frames: int, dt: float, imag
 
     Returns:
       dict: `frames` `[k, S, S, 3]` float32, `x` `[k, 2 d]` the true state at each frame,
-      `params` (the example's physical parameters, leading axis 1) and `color_index` `[1, bodies]`.
+      `params` (the example's physical parameters, leading axis 1), `color_index` `[1, bodies]`
+      and `colors`, the size of the palette `color_index` indexes.
 
     Raises:
       ValueError: an unknown system or a negative index.
@@ -292,11 +305,12 @@ def held_out_clip(system: str, index: int, *, input_frames: int, dt: float, imag
     chunk = next(generate_chunks(system, index, index + 1, stream=1, n_frames=max(data_frames, input_frames), dt=dt,
                                  image_size=image_size, n_colors=colors, noise_std=noise_std, seed=data_seed))
     return {"frames": chunk["frames"][0, :input_frames].astype(np.float32) / np.float32(255.0),
-            "x": chunk["x"][0, :input_frames], "params": chunk["params"], "color_index": chunk["color_index"]}
+            "x": chunk["x"][0, :input_frames], "params": chunk["params"], "color_index": chunk["color_index"],
+            "colors": data.get_system(system).default_colors if colors is None else int(colors)}
 
 
 def true_frames(system: str, state: np.ndarray, params: Dict[str, np.ndarray], color_index: np.ndarray,
-                steps: int, dt: float, image_size: int) -> np.ndarray:
+                steps: int, dt: float, image_size: int, colors: Optional[int] = None) -> np.ndarray:
     """Ground truth of a prediction: the system simulated from `state` for `steps` steps of `dt`.
 
     A negative `dt` runs time backward: the momentum is negated and the motion run forward
@@ -308,6 +322,7 @@ def true_frames(system: str, state: np.ndarray, params: Dict[str, np.ndarray], c
       params, color_index: the example's parameters and palette indices (leading axis 1).
       steps, dt: as the prediction's.
       image_size: frame size.
+      colors: the palette's size (`held_out_clip`'s `colors`); None for the system's default.
 
     Returns:
       Frames `[steps + 1, S, S, 3]` float32 in [0, 1], rendered (and 8-bit quantised) as the
@@ -322,15 +337,33 @@ def true_frames(system: str, state: np.ndarray, params: Dict[str, np.ndarray], c
         x0[:, sys_.dim:] *= -1.0
     times = abs(dt) * np.arange(steps + 1, dtype=np.float64)
     states = data.simulate(sys_, x0, params, times)
-    n_colors = sys_.default_colors
-    colors = palette(n_colors)[color_index]
+    rgb = palette(sys_.default_colors if colors is None else colors)[color_index]
     radii = np.sqrt(sys_.body_masses(params) / np.pi)
-    frames = data.render(sys_.body_positions(states, params), radii, colors, sys_.extent, image_size, dtype=np.uint8)
+    frames = data.render(sys_.body_positions(states, params), radii, rgb, sys_.extent, image_size, dtype=np.uint8)
     return frames[0].astype(np.float32) / np.float32(255.0)
 
 
 # ----------------------------------------------------------------------------- the movie
 Caption = Union[str, Sequence[str]]  # one caption, or one per frame
+
+
+def movie_size(n_panels: int, image_size: int, scale: int) -> Tuple[int, int]:
+    """`(height, width)` in pixels of a movie of `n_panels` captioned panels (`compose_movie`)."""
+    side = image_size * scale
+    return LABEL_HEIGHT + side, n_panels * side + (n_panels - 1) * PANEL_GAP
+
+
+def _movie_problem(n_frames: int, n_panels: int, image_size: int, scale: int) -> Optional[str]:
+    """Why that movie cannot be written (too wide for MPEG-4, too big for memory), or None."""
+    height, width = movie_size(n_panels, image_size, scale)
+    if max(height, width) > MAX_MOVIE_SIDE:
+        return (f"--scale {scale} makes the movie {width} x {height} pixels ({n_panels} panels of {image_size} x "
+                f"{scale}); MPEG-4 allows at most {MAX_MOVIE_SIDE} a side: lower --scale")
+    nbytes = n_frames * height * width * 3
+    if nbytes > MAX_MOVIE_BYTES:
+        return (f"the movie, {n_frames} frames of {width} x {height} pixels, would take {nbytes / 2 ** 30:.1f} GiB "
+                f"of memory (at most {MAX_MOVIE_BYTES // 2 ** 30}): lower --steps or --scale")
+    return None
 
 
 def compose_movie(panels: Sequence[Tuple[Caption, np.ndarray]], n_frames: int, scale: int) -> np.ndarray:
@@ -346,8 +379,7 @@ def compose_movie(panels: Sequence[Tuple[Caption, np.ndarray]], n_frames: int, s
       RGB frames `[n_frames, LABEL_HEIGHT + S * scale, width, 3]` uint8.
     """
     side = panels[0][1].shape[1] * scale
-    width = len(panels) * side + (len(panels) - 1) * PANEL_GAP
-    movie = np.full((n_frames, LABEL_HEIGHT + side, width, 3), 255, np.uint8)
+    movie = np.full((n_frames, *movie_size(len(panels), panels[0][1].shape[1], scale), 3), 255, np.uint8)
     for p, (caption, frames) in enumerate(panels):
         left = p * (side + PANEL_GAP)
         for t in range(n_frames):
@@ -442,8 +474,8 @@ def _check_arguments(parser: ArgumentParser, args) -> None:
     if args.direction == "backward" and args.dt is not None and args.dt < 0:
         parser.error("--direction backward needs --dt > 0 (it already steps back in time; a negative --dt with "
                      "--direction forward runs backward from the clip's first frame)")
-    if not math.isfinite(args.fps) or args.fps <= 0:
-        parser.error(f"--fps must be > 0, got {args.fps}")
+    if not (math.isfinite(args.fps) and 0 < args.fps <= MAX_FPS):
+        parser.error(f"--fps must be in (0, {MAX_FPS:g}], got {args.fps:g}")
     if args.scale < 1:
         parser.error(f"--scale must be >= 1, got {args.scale}")
     if args.video is None and args.index < 0:
@@ -477,7 +509,7 @@ def _clip_and_truth(args: argparse.Namespace, info: Dict, k: int, size: int, sig
                             colors=settings.get("colors"), noise_std=float(settings.get("noise_std") or 0.0))
     reference = 0 if args.direction == "forward" else k - 1
     truth = true_frames(args.dataset, example["x"][reference], example["params"], example["color_index"],
-                        args.steps, signed_dt, size)
+                        args.steps, signed_dt, size, colors=example["colors"])
     return example["frames"], f"{args.dataset} #{args.index}", truth
 
 
@@ -496,7 +528,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dt = float(info["dt"]) if args.dt is None else args.dt
     backward = args.direction == "backward"
     signed_dt = -dt if backward else dt
-    problem = _over_caps(args.steps, info["serving_caps"])
+    problem = (_over_caps(args.steps, info["serving_caps"])
+               or _movie_problem(args.steps + 1, 2 if args.video is not None else 3, size, args.scale))
     if problem:
         parser.error(problem)
     try:

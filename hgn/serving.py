@@ -193,7 +193,7 @@ class HGNModule(tf.Module):
 
     def _decode(self, q):
         with tf.control_dependencies(self._within_caps(batch=tf.shape(q)[0], batch_of="q")):
-            return {"frame": self.model.decode(tf.identity(q))}
+            return {"frame": self.model.decode(_finite(q, "q"))}
 
     def _sample(self, n, n_steps, dt):
         with tf.control_dependencies(self._within_caps(n=n, n_steps=n_steps)):

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 from common import console, distribute
 from common.config import config_from_args, config_parser, from_dict
 from common.runs import check_writable_dir, import_tensorflow_quietly
+from data.samples import SampleFileError, check_path
 from nhf.config import PRESETS, NHFConfig
 
 DESCRIPTION = """Train a Neural Hamiltonian Flow on a target density or on your own points.
@@ -92,6 +93,11 @@ def _resolve(argv: Optional[Sequence[str]]):
     except ValueError as e:
         parser.error(str(e))
     distribute.check_arguments(parser, args, config.batch_size)
+    if config.data is not None:
+        try:  # before TensorFlow starts and the run directory is made; the contents are read later
+            check_path(config.data)
+        except SampleFileError as e:
+            parser.error(str(e))
     default_dir = f"runs/nhf-{Path(config.data).stem}" if config.data else f"runs/nhf-{config.target}"
     return args, config, args.run_dir or default_dir
 

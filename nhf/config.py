@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from common.config import field, one_of, positive
+from common.config import field, one_of, positive, serving_caps
 from data import targets
 
 # The names the flags accept. They live here, free of TensorFlow, so that `train_nhf.py` checks
@@ -91,8 +91,8 @@ class NHFConfig:
         positive(self, "dim", "num_hamiltonians", "n_steps", "step_size", "widths", "encoder_widths", "init_scale",
                  "steps", "batch_size", "train_momenta", "learning_rate", "final_lr_fraction", "clip_norm",
                  "train_size", "test_size", "eval_momenta", "eval_every", "checkpoint_every", "log_every",
-                 "max_nonfinite_steps", "max_train_minutes",
-                 "serve_max_batch", "serve_max_samples")
+                 "max_nonfinite_steps", "max_train_minutes")
+        serving_caps(self, "serve_max_batch", "serve_max_samples")
         if self.warmup_steps < 0 or self.max_rollbacks < 0:
             raise ValueError("--warmup-steps and --max-rollbacks must be >= 0")
         if not 0.0 < self.rollback_lr_factor <= 1.0:

@@ -4,6 +4,7 @@ Every case asserts: a non-zero exit with exactly one `prog: error: ...` line nam
 and no Python traceback (command lines), or a raised, typed error whose message names the
 problem (SavedModels); and that no existing run, checkpoint or dataset was changed.
 """
+import io
 import hashlib
 import json
 import os
@@ -75,6 +76,7 @@ ARGUMENT_CASES = [
     ("train_hgn.py", ["--steps", "0"], ["--steps must be > 0"]),
     ("train_hgn.py", ["--batch-size", "-4"], ["--batch-size must be > 0"]),
     ("train_hgn.py", ["--learning-rate", "fast"], ["--learning-rate expects a number"]),
+    ("train_hgn.py", ["--dt", "inf"], ["--dt expects a finite number, got 'inf'"]),
     ("train_hgn.py", ["--integrator", "verlet"], ["verlet", "leapfrog"]),
     ("train_hgn.py", ["--preset", "huge"], ["invalid choice: 'huge'"]),
     ("train_hgn.py", ["--resume", "--run-dir", "/nonexistent/hgn-run"], ["does not exist"]),
@@ -305,6 +307,8 @@ def test_exports_still_work_on_good_input(hgn_export, nhf_export):
 def _write(path: Path, content) -> Path:
     if isinstance(content, str):
         path.write_text(content)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
     elif isinstance(content, dict):
         np.savez(path, **content)
     else:
@@ -313,6 +317,15 @@ def _write(path: Path, content) -> Path:
 
 
 _GOOD = np.random.default_rng(0).normal(size=(200, 2))
+
+
+def _saved(save, *args, **kwargs) -> bytes:
+    """What `np.save` / `np.savez` write, as bytes (to put under another file name)."""
+    buffer = io.BytesIO()
+    save(buffer, *args, **kwargs)
+    return buffer.getvalue()
+
+
 DATA_CASES = {
     "missing file": ("absent.npy", None, ["does not exist"]),
     "empty file": ("empty.csv", "", ["is empty"]),
@@ -326,25 +339,57 @@ DATA_CASES = {
     "npz with two arrays": ("two.npz", {"a": _GOOD, "b": _GOOD}, ["holds 2 arrays", "exactly one"]),
     "unknown format": ("points.txt", "1,2\n", ["unknown format '.txt'", ".npy, .npz, .csv"]),
     "fewer points than a batch": ("few.npy", _GOOD[:40], ["36 training points", "fewer than --batch-size 64"]),
+    "pandas index column": ("index.csv", ",x,y\n0,1.5,2\n1,3,4\n", ["line 1", "no name", "to_csv(index=False)"]),
+    "header of another width": ("width.csv", "x,y,z\n1,2\n3,4\n", ["names 3 columns", "rows have 2 values"]),
+    "space-separated CSV": ("spaces.csv", "1.0e+00 2.0e+00\n3.0e+00 4.0e+00\n", ["line 1", "separated by spaces"]),
+    "semicolon-separated CSV": ("semi.csv", "1;2\n3;4\n", ["line 1", "separated by semicolons"]),
+    "trailing comma": ("trailing.csv", "1,2,\n3,4,\n", ["line 1", "empty value"]),
+    "not UTF-8": ("latin1.csv", "x,\u00e9\n1,2\n".encode("latin-1"), ["not UTF-8 text"]),
+    "npy named npz": ("fake.npz", _saved(np.save, _GOOD), ["a single .npy array named .npz", "rename it .npy"]),
+    "npz named npy": ("fake.npy", _saved(np.savez, a=_GOOD), ["an .npz archive named .npy", "rename it .npz"]),
+    "truncated npz": ("cut.npz", _saved(np.savez, a=_GOOD)[:200], ["not a readable .npz file"]),
+    "object array in npz": ("objects.npz", {"a": np.array([1, "x", None], dtype=object)},
+                            ["array 'a' is not readable", "allow_pickle"]),
 }
+# Refused by the command line's checks, before TensorFlow starts or the run directory is made.
+EARLY_DATA_CASES = {"missing file", "empty file", "unknown format"}
 
 
 @pytest.mark.parametrize("case", sorted(DATA_CASES))
 def test_bad_data_file(case, tmp_path, capsys, monkeypatch):
-    """`train_nhf.py --data FILE`: exit status 1 and one line naming the file and the problem."""
+    """`train_nhf.py --data FILE`: exit status 1 (2 for what the flags' check sees) and one line
+    naming the file and the problem."""
     from common.runs import run_cli
     from nhf.cli import main
 
     name, content, phrases = DATA_CASES[case]
     path = tmp_path / name if content is None else _write(tmp_path / name, content)
     monkeypatch.setattr(sys, "argv", ["train_nhf.py"])
-    code = run_cli(main, ["--data", str(path), "--batch-size", "64", "--steps", "2", "--no-progress",
-                          "--run-dir", str(tmp_path / "run")])
-    assert code == 1
+    argv = ["--data", str(path), "--batch-size", "64", "--steps", "2", "--no-progress",
+            "--run-dir", str(tmp_path / "run")]
+    early = case in EARLY_DATA_CASES
+    if early:
+        with pytest.raises(SystemExit) as info:
+            run_cli(main, argv)
+        code = info.value.code
+    else:
+        code = run_cli(main, argv)
+    assert code == (2 if early else 1)
     err = capsys.readouterr().err
-    proc = subprocess.CompletedProcess([], 1, stdout="", stderr=err)
+    proc = subprocess.CompletedProcess([], code, stdout="", stderr=err)
     _assert_one_line_error(proc, "train_nhf.py", name, *phrases)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / ("" if early else "checkpoints")).exists()
+
+
+def test_csv_forms_that_load(tmp_path):
+    """A byte-order mark, a header of names, comments and blank lines are not points."""
+    from data.samples import load_samples
+
+    for name, text in [("bom.csv", "\ufeff1,2\n3,4\n"), ("named.csv", "\ufeffx,y\n1,2\n# note\n\n3,4\n"),
+                       ("spaced.csv", "x,y\n1, 2\n3 ,4\n")]:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        np.testing.assert_array_equal(load_samples(path), [[1.0, 2.0], [3.0, 4.0]], err_msg=name)
 
 
 @pytest.mark.parametrize("points, phrase", [

@@ -37,6 +37,8 @@ def test_preset_then_flags():
     (["--steps", "-1"], "--steps must be > 0, got -1"),
     (["--steps", "abc"], "--steps expects an integer, got 'abc'"),
     (["--lr", "nan"], "--lr expects a finite number"),
+    (["--lr", "inf"], "--lr expects a finite number, got 'inf'"),
+    (["--lr=-Infinity"], "--lr expects a finite number"),
     (["--widths", "64,0"], "--widths must be > 0"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
 ])

@@ -8,6 +8,7 @@ that the SavedModel and the Keras model agree to float32 round-off.
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -95,6 +96,8 @@ HGN_CASES = {
                                   (1, 3, S, S, 3)),
     "decode: batch": (lambda m: m.decode(_q(5)), ["the batch of q", "max_batch = 4"],
                       lambda m: m.decode(_q(4))["frame"], (4, S, S, 3)),
+    "decode: NaN": (lambda m: m.decode(_q(2) + np.float32("nan")), ["q must be finite (no NaN or Inf)"],
+                    lambda m: m.decode(_q(2))["frame"], (2, S, S, 3)),
     "sample: n": (lambda m: m.sample(tf.constant(4), tf.constant(1), tf.constant(0.1)),
                   ["n must be <= max_samples = 3"],
                   lambda m: m.sample(tf.constant(3), tf.constant(1), tf.constant(0.1))["frames"], (3, 2, S, S, 3)),
@@ -182,21 +185,30 @@ def test_nhf_default_caps_scale_with_momenta(nhf_model):
     assert serving_caps_within(nhf_model, 512)["max_batch"] == caps["max_batch"] // 2
 
 
-def test_serving_cap_flags(capsys):
-    """--serve-max-* on both command lines: positive integers, one-line errors otherwise."""
-    from hgn.cli import build_parser
+def test_serving_cap_flags(capsys, tmp_path):
+    """--serve-max-* on both command lines: config fields in [1, 2**31 - 1] (requests carry int32
+    counts), one-line errors otherwise; a resumed HGN run keeps its caps (it re-exports with
+    them; they were flags outside the config, and a resume re-exported with the defaults)."""
+    from hgn import cli
 
-    args = build_parser().parse_args(["--serve-max-steps", "50", "--serve-max-frames", "7"])
-    assert (args.serve_max_steps, args.serve_max_batch, args.serve_max_frames) == (50, MAX_BATCH, 7)
-    with pytest.raises(SystemExit) as info:
-        build_parser().parse_args(["--serve-max-batch", "0"])
-    assert info.value.code == 2
-    assert "--serve-max-batch: expects a positive integer, got '0'" in capsys.readouterr().err
+    config = cli._resolve(["--serve-max-steps", "50", "--serve-max-frames", "7"])[1]
+    assert (config.serve_max_steps, config.serve_max_batch, config.serve_max_frames) == (50, MAX_BATCH, 7)
+    (tmp_path / "config.json").write_text(json.dumps({"dataset": "pendulum", "config": config_lib.to_dict(config)}))
+    resumed = cli._resolve(["--run-dir", str(tmp_path), "--resume", "--serve-max-batch", "3"])[1]
+    assert (resumed.serve_max_steps, resumed.serve_max_batch, resumed.serve_max_frames) == (50, 3, 7)
+    for argv, message in [(["--serve-max-batch", "0"], "--serve-max-batch must be > 0, got 0"),
+                          (["--serve-max-steps", str(2 ** 31)], "--serve-max-steps must be <= 2,147,483,647"),
+                          (["--serve-max-frames", "1.5"], "--serve-max-frames expects an integer, got '1.5'")]:
+        with pytest.raises(SystemExit) as info:
+            cli._resolve(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
     parser = config_lib.config_parser(nhf.NHFConfig, nhf.PRESETS, "small")
     config = config_lib.config_from_args(nhf.NHFConfig, nhf.PRESETS, parser.parse_args(["--serve-max-batch", "9"]))
     assert (config.serve_max_batch, config.serve_max_samples) == (9, None)
     with pytest.raises(ValueError, match="--serve-max-samples must be > 0"):
         config_lib.config_from_args(nhf.NHFConfig, nhf.PRESETS, parser.parse_args(["--serve-max-samples", "0"]))
+    with pytest.raises(ValueError, match="--serve-max-batch must be <= 2,147,483,647"):
+        config_lib.config_from_args(nhf.NHFConfig, nhf.PRESETS, parser.parse_args(["--serve-max-batch", str(10 ** 20)]))
 
 
 # ----------------------------------------------------------------------------- rollout_backward
@@ -337,6 +349,32 @@ def test_predict_dataset_clip_with_ground_truth(hgn_export, tmp_path):
     assert gif.n_frames == 6 and gif.size[0] == 3 * 4 * S + 2 * predict.PANEL_GAP  # input, prediction, truth
 
 
+def test_ground_truth_draws_a_run_s_own_palette():
+    """A run trained with --colors 3: the truth is drawn in the clip's colours (it was drawn from
+    the system's one-colour palette, and colour index 2 raised IndexError)."""
+    c = HGN_CONFIG
+    example = predict.held_out_clip("pendulum", 0, input_frames=K, dt=c.dt, image_size=S, colors=3)
+    assert example["colors"] == 3 and example["color_index"].max() == 2  # this example's bob has colour 2
+    truth = predict.true_frames("pendulum", example["x"][0], example["params"], example["color_index"], K - 1, c.dt,
+                                S, colors=example["colors"])
+    np.testing.assert_allclose(truth, example["frames"], atol=1.5 / 255)
+    with pytest.raises(IndexError):  # the system's default palette has one colour
+        predict.true_frames("pendulum", example["x"][0], example["params"], example["color_index"], K - 1, c.dt, S)
+
+
+def test_movie_limits_and_png_order():
+    """Movies MPEG-4 cannot hold or memory cannot compose are refused before any work; PNG
+    frames play in natural order (ffmpeg's %d.png numbering)."""
+    assert predict.movie_size(3, 64, 4) == (predict.LABEL_HEIGHT + 256, 3 * 256 + 2 * predict.PANEL_GAP)
+    assert predict._movie_problem(31, 3, 64, 4) is None
+    assert "at most 8190 a side" in predict._movie_problem(31, 3, 64, 43)  # 3 x 2,752 + 8 pixels wide
+    assert predict._movie_problem(31, 3, 64, 42) is None  # 8,072 wide: 1.9 GiB
+    assert "would take 5.9 GiB" in predict._movie_problem(10_001, 3, 64, 4)  # 10,001 x 272 x 776 x 3 bytes
+    names = ["10.png", "2.png", "1.png", "frame_b.png", "frame_a10.png", "frame_a9.png"]
+    ordered = [p.name for p in sorted(map(Path, names), key=predict._natural_key)]
+    assert ordered == ["1.png", "2.png", "10.png", "frame_a9.png", "frame_a10.png", "frame_b.png"]
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad")
@@ -378,6 +416,8 @@ PREDICT_BAD_CASES = {
     "backward with dt < 0": (None, ["--dataset", "pendulum", "--direction", "backward", "--dt", "-0.1"],
                              ["--direction backward needs --dt > 0"]),
     "unknown system": (None, ["--dataset", "pendulun"], ["unknown --dataset 'pendulun'", "mass_spring"]),
+    "movie too wide": (None, ["--dataset", "pendulum", "--scale", "200"], ["--scale 200", "at most 8190 a side"]),
+    "fps too high": (None, ["--dataset", "pendulum", "--fps", "70000"], ["--fps must be in (0, 1000], got 70000"]),
 }
 
 
