@@ -120,7 +120,16 @@ def _value_parser(tp, flag: str) -> Callable[[str], Any]:
     scalar = _scalar_parser(inner, flag)
     if not optional:
         return scalar
-    return lambda text: None if text.lower() == "none" else scalar(text)
+
+    def convert_optional(text: str):
+        if text.lower() == "none":
+            return None
+        try:
+            return scalar(text)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{e} (or none)") from None
+
+    return convert_optional
 
 
 class ArgumentParser(argparse.ArgumentParser):

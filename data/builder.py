@@ -91,7 +91,7 @@ def config_name(system: str, *, n_train: int = DEFAULT_TRAIN, n_test: int = DEFA
                 n_colors: Optional[int] = None, noise_std: float = 0.0, seed: int = 0) -> str:
     """The config name of a variant (see the module docstring)."""
     sys_ = get_system(system)
-    colors = sys_.default_colors if n_colors is None else n_colors
+    colors = sys_.palette_size(n_colors)
     name = system
     if n_frames != DEFAULT_FRAMES:
         name += f"_t{n_frames}"

@@ -92,7 +92,7 @@ def validate_generation_args(system: str, n: int, n_frames: int, dt: float, imag
         raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    colors = sys_.default_colors if n_colors is None else n_colors
+    colors = sys_.palette_size(n_colors)
     if isinstance(colors, bool) or not isinstance(colors, (int, np.integer)) or colors < 1:
         raise ValueError(f"n_colors must be a positive integer, got {n_colors!r}")
     if colors > 1 and colors < sys_.n_bodies:

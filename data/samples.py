@@ -17,6 +17,7 @@ problem. Reading and checking a file needs no TensorFlow (the pipelines import i
 """
 from __future__ import annotations
 
+import csv
 import os
 import zipfile
 import zlib
@@ -49,17 +50,31 @@ def _numbers(line: str) -> Optional[list]:
         return None
 
 
-def _not_numbers(path: Path, line_no: int, line: str) -> SampleFileError:
-    """The error for a line that is not comma-separated numbers, naming another separator it uses."""
+def _separator(line: str) -> Optional[str]:
+    """The name of the separator other than a comma that splits `line` into numbers, if one does."""
     for sep, name in SEPARATORS.items():
         parts = line.split() if sep == " " else line.split(sep)
-        if len(parts) > 1 and all(_numbers(part) is not None and "," not in part for part in parts):
-            return SampleFileError(f"--data {str(path)!r} line {line_no} is separated by {name}, not commas "
-                                   f"(np.savetxt(..., delimiter=',') writes commas): {line[:60]!r}")
-    if any(not part.strip() for part in line.split(",")):
-        return SampleFileError(f"--data {str(path)!r} line {line_no} has an empty value (a doubled or trailing "
-                               f"comma?): {line[:60]!r}")
-    return SampleFileError(f"--data {str(path)!r} line {line_no}: not comma-separated numbers: {line[:60]!r}")
+        if len(parts) > 1 and all("," not in part and _numbers(part) is not None for part in parts):
+            return name
+    return None
+
+
+def _empty_value(line: str) -> bool:
+    """Comma-separated numbers with an empty value among them (a doubled or trailing comma)."""
+    parts = [part for part in line.split(",") if part.strip()]
+    return len(parts) < len(line.split(",")) and _numbers(",".join(parts)) is not None
+
+
+def _not_numbers(path: Path, line_no: int, line: str) -> SampleFileError:
+    """The error for a line that is not comma-separated numbers, naming what it is instead."""
+    where = f"--data {str(path)!r} line {line_no}"
+    name = _separator(line)
+    if name:
+        return SampleFileError(f"{where} is separated by {name}, not commas (np.savetxt(..., delimiter=',') "
+                               f"writes commas): {line[:60]!r}")
+    if _empty_value(line):
+        return SampleFileError(f"{where} has an empty value (a doubled or trailing comma?): {line[:60]!r}")
+    return SampleFileError(f"{where}: not comma-separated numbers: {line[:60]!r}")
 
 
 def _read_csv(path: Path) -> np.ndarray:
@@ -72,26 +87,33 @@ def _read_csv(path: Path) -> np.ndarray:
     rows = [(i + 1, line) for i, line in enumerate(lines) if line and not line.startswith("#")]
     if not rows:
         raise SampleFileError(f"--data {str(path)!r} is empty")
-    values = [_numbers(line) for _, line in rows]
-    if values[0] is None and (len(rows) == 1 or values[1] is not None):  # a header of column names
-        (line_no, header), rows, values = rows[0], rows[1:], values[1:]
-        names = header.split(",")
-        if names[0].strip() == "":
+    first = rows[0][1]
+    header = None
+    if _numbers(first) is None and not (_separator(first) or _empty_value(first)):  # column names
+        header, rows = rows[0], rows[1:]
+    if not rows:
+        raise SampleFileError(f"--data {str(path)!r} has a header but no rows")
+    values = []
+    for line_no, line in rows:
+        row = _numbers(line)
+        if row is None:
+            raise _not_numbers(path, line_no, line)
+        if values and len(row) != len(values[0]):
+            raise SampleFileError(f"--data {str(path)!r} line {line_no} has {len(row)} values, the first row "
+                                  f"has {len(values[0])} (ragged CSV)")
+        values.append(row)
+    if header is not None:
+        line_no, text = header
+        names = next(csv.reader([text]))  # a quoted name may hold commas
+        while names and not names[-1].strip():  # a trailing comma
+            names.pop()
+        if names and not names[0].strip():
             raise SampleFileError(f"--data {str(path)!r} line {line_no}: the header's first column has no name, as "
                                   "pandas' to_csv writes for its index; that column would be read as a coordinate: "
                                   "save with to_csv(index=False)")
-        if rows and len(names) != len(values[0]):
+        if len(names) != len(values[0]):
             raise SampleFileError(f"--data {str(path)!r}: the header (line {line_no}) names {len(names)} columns, "
                                   f"the rows have {len(values[0])} values")
-    if not rows:
-        raise SampleFileError(f"--data {str(path)!r} has a header but no rows")
-    width = len(values[0]) if values[0] is not None else None
-    for (line_no, line), row in zip(rows, values):
-        if row is None:
-            raise _not_numbers(path, line_no, line)
-        if len(row) != width:
-            raise SampleFileError(f"--data {str(path)!r} line {line_no} has {len(row)} values, the first row "
-                                  f"has {width} (ragged CSV)")
     return np.asarray(values, np.float64)
 
 

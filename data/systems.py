@@ -95,6 +95,10 @@ class PhysicalSystem:
         raise NotImplementedError
 
     # --- drawing -------------------------------------------------------------------------
+    def palette_size(self, n_colors: Optional[int]) -> int:
+        """The palette size of a dataset variant: `n_colors`, or `default_colors` for None."""
+        return self.default_colors if n_colors is None else n_colors
+
     def body_positions(self, x: np.ndarray, params: Params) -> np.ndarray:
         """World positions of the bodies, `[n, ..., n_bodies, 2]` (x, y), for states `[n, ..., 2 d]`."""
         raise NotImplementedError

@@ -50,8 +50,9 @@ PROG = "python -m hgn.predict"
 LABEL_HEIGHT = 16  # pixels of the caption strip above each panel
 PANEL_GAP = 4  # pixels between panels
 MAX_MOVIE_SIDE = 8190  # pixels: OpenCV's MPEG-4 writer fails to open above 8,190 (measured: 8,200 failed)
-MAX_MOVIE_BYTES = 4 * 2 ** 30  # the movie is composed in memory (the GIF needs every frame)
-MAX_FPS = 1000.0  # the MPEG-4 writer fails at rates above 65,535; a GIF frame lasts at least 1 ms
+MAX_MOVIE_BYTES = 4 * 2 ** 30  # memory for the composed movie and the GIF's frames together
+MOVIE_BYTES_PER_PIXEL = 3 + 4  # the movie's RGB, and the GIF's Pillow images (RGB stored as 4 bytes)
+MAX_FPS = 50.0  # a GIF stores delays in hundredths of a second; players treat 0 and 1 as 10
 
 
 # ----------------------------------------------------------------------------- the model
@@ -263,8 +264,8 @@ def read_clip(path, image_size: int) -> np.ndarray:
 def _natural_key(path: Path) -> Tuple:
     """Sort key of a file name with its digit runs compared as numbers: `ffmpeg ... %d.png`
     writes 1.png ... 10.png, which plain sorting would play as 1, 10, 11, ..., 2."""
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part)
-                 for part in re.split(r"(\d+)", path.name.lower()) if part), path.name
+    parts = re.split(r"([0-9]+)", path.name.lower())  # odd indices: the digit runs
+    return tuple((0, int(part), part) if i % 2 else (1, 0, part) for i, part in enumerate(parts) if part), path.name
 
 
 def _grey(image: np.ndarray) -> bool:
@@ -306,7 +307,7 @@ def held_out_clip(system: str, index: int, *, input_frames: int, dt: float, imag
                                  image_size=image_size, n_colors=colors, noise_std=noise_std, seed=data_seed))
     return {"frames": chunk["frames"][0, :input_frames].astype(np.float32) / np.float32(255.0),
             "x": chunk["x"][0, :input_frames], "params": chunk["params"], "color_index": chunk["color_index"],
-            "colors": data.get_system(system).default_colors if colors is None else int(colors)}
+            "colors": int(data.get_system(system).palette_size(colors))}
 
 
 def true_frames(system: str, state: np.ndarray, params: Dict[str, np.ndarray], color_index: np.ndarray,
@@ -337,7 +338,7 @@ def true_frames(system: str, state: np.ndarray, params: Dict[str, np.ndarray], c
         x0[:, sys_.dim:] *= -1.0
     times = abs(dt) * np.arange(steps + 1, dtype=np.float64)
     states = data.simulate(sys_, x0, params, times)
-    rgb = palette(sys_.default_colors if colors is None else colors)[color_index]
+    rgb = palette(sys_.palette_size(colors))[color_index]
     radii = np.sqrt(sys_.body_masses(params) / np.pi)
     frames = data.render(sys_.body_positions(states, params), radii, rgb, sys_.extent, image_size, dtype=np.uint8)
     return frames[0].astype(np.float32) / np.float32(255.0)
@@ -359,10 +360,10 @@ def _movie_problem(n_frames: int, n_panels: int, image_size: int, scale: int) ->
     if max(height, width) > MAX_MOVIE_SIDE:
         return (f"--scale {scale} makes the movie {width} x {height} pixels ({n_panels} panels of {image_size} x "
                 f"{scale}); MPEG-4 allows at most {MAX_MOVIE_SIDE} a side: lower --scale")
-    nbytes = n_frames * height * width * 3
+    nbytes = n_frames * height * width * MOVIE_BYTES_PER_PIXEL
     if nbytes > MAX_MOVIE_BYTES:
         return (f"the movie, {n_frames} frames of {width} x {height} pixels, would take {nbytes / 2 ** 30:.1f} GiB "
-                f"of memory (at most {MAX_MOVIE_BYTES // 2 ** 30}): lower --steps or --scale")
+                f"of memory with its GIF (at most {MAX_MOVIE_BYTES // 2 ** 30}): lower --steps or --scale")
     return None
 
 
@@ -475,7 +476,7 @@ def _check_arguments(parser: ArgumentParser, args) -> None:
         parser.error("--direction backward needs --dt > 0 (it already steps back in time; a negative --dt with "
                      "--direction forward runs backward from the clip's first frame)")
     if not (math.isfinite(args.fps) and 0 < args.fps <= MAX_FPS):
-        parser.error(f"--fps must be in (0, {MAX_FPS:g}], got {args.fps:g}")
+        parser.error(f"--fps must be in (0, {MAX_FPS:g}] (a GIF plays no faster), got {args.fps:g}")
     if args.scale < 1:
         parser.error(f"--scale must be >= 1, got {args.scale}")
     if args.video is None and args.index < 0:

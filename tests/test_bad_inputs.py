@@ -343,6 +343,9 @@ DATA_CASES = {
     "header of another width": ("width.csv", "x,y,z\n1,2\n3,4\n", ["names 3 columns", "rows have 2 values"]),
     "space-separated CSV": ("spaces.csv", "1.0e+00 2.0e+00\n3.0e+00 4.0e+00\n", ["line 1", "separated by spaces"]),
     "semicolon-separated CSV": ("semi.csv", "1;2\n3;4\n", ["line 1", "separated by semicolons"]),
+    "semicolons after a header": ("semi_named.csv", "x;y\n1;2\n", ["line 2", "separated by semicolons"]),
+    "tabs after a header": ("tabs_named.csv", "x\ty\n1\t2\n", ["line 2", "separated by tabs"]),
+    "ragged first row": ("ragged_first.csv", "x,y\n1,2,3\n4,5\n", ["line 3 has 2 values", "ragged"]),
     "trailing comma": ("trailing.csv", "1,2,\n3,4,\n", ["line 1", "empty value"]),
     "not UTF-8": ("latin1.csv", "x,\u00e9\n1,2\n".encode("latin-1"), ["not UTF-8 text"]),
     "npy named npz": ("fake.npz", _saved(np.save, _GOOD), ["a single .npy array named .npz", "rename it .npy"]),
@@ -382,11 +385,13 @@ def test_bad_data_file(case, tmp_path, capsys, monkeypatch):
 
 
 def test_csv_forms_that_load(tmp_path):
-    """A byte-order mark, a header of names, comments and blank lines are not points."""
+    """A byte-order mark, a header of names (quoted, or with a trailing comma), comments and
+    blank lines are not points."""
     from data.samples import load_samples
 
     for name, text in [("bom.csv", "\ufeff1,2\n3,4\n"), ("named.csv", "\ufeffx,y\n1,2\n# note\n\n3,4\n"),
-                       ("spaced.csv", "x,y\n1, 2\n3 ,4\n")]:
+                       ("spaced.csv", "x,y\n1, 2\n3 ,4\n"), ("quoted.csv", '"pos, x",y\n1,2\n3,4\n'),
+                       ("trailing_header.csv", "x,y,\r\n1,2\r\n3,4\r\n")]:
         path = tmp_path / name
         path.write_text(text, encoding="utf-8")
         np.testing.assert_array_equal(load_samples(path), [[1.0, 2.0], [3.0, 4.0]], err_msg=name)
