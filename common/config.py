@@ -170,6 +170,11 @@ def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset:
     return parser
 
 
+def given(args: argparse.Namespace, name: str) -> bool:
+    """Whether the config field `name` was given on the command line (not left to the preset)."""
+    return getattr(args, name, _UNSET) is not _UNSET
+
+
 def config_from_args(config_cls: Type[C], presets: Mapping[str, C], args: argparse.Namespace) -> C:
     """The preset named by `args.preset` with every given flag applied, validated."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)

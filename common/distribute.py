@@ -16,15 +16,19 @@ flags before TensorFlow loads.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from common.config import given
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -163,6 +167,23 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, b
         workers = sum(len(v) for v in config["cluster"].values())
         if batch_size % workers:
             parser.error(f"--batch-size {batch_size} must be divisible by the {workers} workers in TF_CONFIG")
+
+
+def without_time_budget(parser: argparse.ArgumentParser, args: argparse.Namespace, config):
+    """`config` fit for `--strategy`: under multi_worker a wall-clock budget would stop each
+    worker at its own step (and the others would wait for it forever), so a `--max-train-minutes`
+    given on the command line is refused, and one from the preset (or the resumed run) is
+    dropped with a note on stderr: the run trains all its `--steps`."""
+    if args.strategy != "multi_worker" or not config.max_train_minutes:
+        return config
+    if given(args, "max_train_minutes"):
+        parser.error("--max-train-minutes cannot be used with --strategy multi_worker (each worker would stop at "
+                     "its own time); use --steps")
+    print(f"note: --strategy multi_worker trains all {config.steps:,} --steps: the {config.max_train_minutes:g}-minute "
+          "budget of the preset (or the resumed run) is dropped, as each worker would stop at its own time",
+          file=sys.stderr)
+    changes = {"max_train_minutes": None, **({"pace": "steps"} if getattr(config, "pace", "steps") == "time" else {})}
+    return dataclasses.replace(config, **changes)
 
 
 def shard(strategy: tf.distribute.Strategy, value):

@@ -39,6 +39,16 @@ class RunError(RuntimeError):
     """A user-facing failure with a one-line explanation (bad run dir, mismatched checkpoint...)."""
 
 
+def check_resumable(saved: dict, now: dict, resumable: Sequence[str], path: PathLike, flag: str = "--resume") -> None:
+    """Raises `RunError` naming every field, other than the `resumable` ones, in which the config
+    `now` differs from the run's `saved` one (both as `common.config.to_dict` writes them; `path`
+    is the saved file, named in the message)."""
+    changed = sorted(k for k in now if k not in resumable and saved.get(k) != now[k])
+    if changed:
+        details = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise RunError(f"{flag} with a different config than {str(path)!r}: {details}")
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Writes `data` to `path` through a temporary file and `os.replace`."""
     path = Path(path)

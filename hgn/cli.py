@@ -84,9 +84,7 @@ def _resolve(argv: Optional[Sequence[str]]):
     except ValueError as e:
         parser.error(str(e))
     distribute.check_arguments(parser, args, config.batch_size)
-    if args.strategy == "multi_worker" and config.max_train_minutes:
-        parser.error("--max-train-minutes cannot be used with --strategy multi_worker (each worker would stop at "
-                     "its own time); use --steps")
+    config = distribute.without_time_budget(parser, args, config)
     run_dir = Path(args.run_dir or f"runs/hgn-{dataset}")
     data_dir = args.data_dir or (saved or {}).get("data_dir")
     return args, config, dataset, run_dir, data_dir

@@ -310,6 +310,16 @@ PRESETS: Dict[str, HGNConfig] = {
 
 DEFAULT_PRESET = "quick"
 
+# Fields that may change when a run is resumed: they change neither the model nor the data, the
+# random stream or the optimiser state of the steps already taken (--steps moves the end of a
+# cosine decay; the rest are budgets, evaluation, export and execution). Any other change is
+# refused, naming the fields (hgn.experiment.check_saved_config).
+RESUMABLE_CHANGES = ("steps", "max_train_minutes", "checkpoint_every", "max_nonfinite_steps", "max_rollbacks",
+                     "rollback_lr_factor", "jit_compile", "fused_rollout", "decoder_chunks", "compute_dtype",
+                     "eval_frames", "eval_trajectories", "energy_steps", "long_horizon_frames",
+                     "long_horizon_trajectories", "export", "serve_max_steps", "serve_max_batch", "serve_max_samples",
+                     "serve_max_frames", "curve_every_minutes", "curve_trajectories")
+
 # Per-system settings of the recipe presets (`quick`, `quality`), applied when `--dataset` names
 # the system; flags given on the command line still win. Each entry says what was measured
 # (README "HGN on five systems"; one seed each, one core, `--preset quality --steps 4200`).

@@ -16,6 +16,7 @@ Run directory layout:
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,9 @@ import tensorflow as tf
 import data
 from common import config as config_lib
 from common import cpu, distribute
-from common.runs import RunError, atomic_write_json, holds_checkpoints, load_history, stale_export_note
+from common.runs import RunError, atomic_write_json, check_resumable, holds_checkpoints, load_history, stale_export_note
 from hgn import evaluation, plots, training
-from hgn.config import HGNConfig
+from hgn.config import RESUMABLE_CHANGES, HGNConfig
 from hgn.serving import export as export_saved_model
 from hgn.model import HGN
 
@@ -130,6 +131,15 @@ def _timings(seconds: Dict[str, float], trained_steps: int, batch_size: int) -> 
             "train_samples_per_second": round(trained_steps * batch_size / train, 2) if trained_steps and train else None}
 
 
+def check_saved_config(config: HGNConfig, run_dir: Path) -> None:
+    """Raises `RunError` naming every field in which `config` differs from the run's saved
+    `config.json` (fields in `hgn.config.RESUMABLE_CHANGES` may differ); a run without one passes."""
+    path = Path(run_dir) / "config.json"
+    if path.exists():
+        saved = config_lib.to_dict(config_lib.from_dict(HGNConfig, json.loads(path.read_text())["config"]))
+        check_resumable(saved, config_lib.to_dict(config), RESUMABLE_CHANGES, path)
+
+
 def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, resume: bool = False,
                    eval_only: bool = False, verbose: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
                    command: str = "") -> Optional[Dict]:
@@ -163,6 +173,8 @@ def run_experiment(config: HGNConfig, dataset: str, run_dir, *, data_dir=None, r
     if not resume and holds_checkpoints(run_dir / training.CHECKPOINT_DIR):
         raise RunError(f"--run-dir {str(run_dir)!r} already holds checkpoints; pass --resume to continue it "
                        f"or choose another --run-dir")
+    if resume:
+        check_saved_config(config, run_dir)  # before config.json is rewritten with the new config
     if chief:
         atomic_write_json(run_dir / "config.json", {"dataset": dataset, "data_dir": str(data_dir),
                                                     "compute_dtype": compute_dtype,

@@ -63,12 +63,17 @@ def build_model(config: HGNConfig, strategy: Optional[tf.distribute.Strategy] = 
         return model.build_all()
 
 
-def lower_learning_rate(model: HGN, factor: float) -> float:
-    """Multiplies the learning rate (or its schedule's scale) by `factor`; returns the new current rate."""
-    if model.lr_scale is not None:
-        model.lr_scale.assign(model.lr_scale * factor)
-    else:
-        model.optimizer.learning_rate.assign(float(model.optimizer.learning_rate.numpy()) * factor)
+def _rate_knob(model: HGN) -> tf.Variable:
+    """What a rollback lowers (checkpointed): the schedule's scale, or a constant rate itself."""
+    return model.lr_scale if model.lr_scale is not None else model.optimizer.learning_rate
+
+
+def lower_learning_rate(model: HGN, factor: float, of: Optional[float] = None) -> float:
+    """Sets the learning rate (or its schedule's scale) to `factor` times `of` (default: its
+    value now); returns the new current rate. A rollback passes the value from before its
+    restore, which resets it to the checkpoint's, so that each rollback lowers it again."""
+    knob = _rate_knob(model)
+    knob.assign((float(knob.numpy()) if of is None else of) * factor)
     return float(model.optimizer.learning_rate.numpy())
 
 
@@ -244,8 +249,9 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         ]
 
     def roll_back() -> str:
+        in_use = float(_rate_knob(model).numpy())  # before the restore sets it back to the checkpoint's
         restored = restore_latest(model, manager, required=True)
-        lr = lower_learning_rate(model, c.rollback_lr_factor)
+        lr = lower_learning_rate(model, c.rollback_lr_factor, of=in_use)
         step = int(model.train_steps.numpy())
         records.rewind(step)  # replayed from the checkpoint: keep only what it covers
         return f"rolled back to {restored} (step {step}) with learning rate {lr:.3g}"

@@ -76,7 +76,9 @@ def _resolve(argv: Optional[Sequence[str]]):
     parser = build_parser()
     args = parser.parse_args(argv)
     presets = PRESETS
-    if args.resume and args.run_dir:
+    if args.resume and args.run_dir is None:  # the default directory's name depends on the config to resume
+        parser.error("--resume needs --run-dir")
+    if args.resume:
         saved = Path(args.run_dir) / "config.json"
         if saved.is_file():
             try:
@@ -93,6 +95,7 @@ def _resolve(argv: Optional[Sequence[str]]):
     except ValueError as e:
         parser.error(str(e))
     distribute.check_arguments(parser, args, config.batch_size)
+    config = distribute.without_time_budget(parser, args, config)
     if config.data is not None:
         try:  # before TensorFlow starts and the run directory is made; the contents are read later
             check_path(config.data)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from common import config as config_lib
 from common import distribute
-from common.runs import RunError, atomic_write_json, holds_checkpoints, load_history
+from common.runs import RunError, atomic_write_json, check_resumable, holds_checkpoints, load_history
 from data import samples as samples_lib
 from nhf import evaluation
 from nhf.config import NHFConfig
@@ -41,11 +41,7 @@ def check_saved_config(config: NHFConfig, run_dir: Path, flag: str = "--resume")
     if not path.exists():
         return
     saved = config_lib.to_dict(config_lib.from_dict(NHFConfig, json.loads(path.read_text())))
-    now = config_lib.to_dict(config)
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
-    if changed:
-        details = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise RunError(f"{flag} with a different config than {str(path)!r}: {details}")
+    check_resumable(saved, config_lib.to_dict(config), RESUMABLE_CHANGES, path, flag)
 
 
 def _check_run_dir(config: NHFConfig, run_dir: Path, resume: bool, eval_only: bool) -> None:

@@ -84,6 +84,7 @@ ARGUMENT_CASES = [
     ("train_nhf.py", ["--target", "spiral"], ["spiral", "checkerboard"]),
     ("train_nhf.py", ["--prior", "cauchy"], ["cauchy", "student_t"]),
     ("train_nhf.py", ["--steps", "-3"], ["--steps must be > 0"]),
+    ("train_nhf.py", ["--target", "rings", "--resume"], ["--resume needs --run-dir"]),  # it resolved a new config
     ("train_nhf.py", ["--learning-rate", "nan"], ["--learning-rate expects a finite number"]),
     ("train_nhf.py", ["--lr", "nan"], ["--learning-rate expects a finite number"]),  # the old spelling, same check
     ("train_nhf.py", ["--data", "x.npy", "--mode", "vi", "--target", "funnel"], ["--data", "--mode density"]),
@@ -449,4 +450,24 @@ def test_resume_refuses_the_other_models_run(script, other, phrases, tmp_path, c
     assert info.value.code == 2
     err = capsys.readouterr().err
     _assert_one_line_error(subprocess.CompletedProcess([], 2, stdout="", stderr=err), script, str(run), *phrases)
+    assert _tree_digest(run) == before
+
+
+def test_hgn_resume_with_another_model_seed_or_rate_is_refused_naming_the_flags(tmp_path, capsys, monkeypatch):
+    """A resumed HGN run may change its budget, evaluation and export (--steps here), not what
+    the steps already taken depend on: each such flag is named, and config.json is not rewritten
+    (it was, before the restore failed; --seed and --learning-rate were silently accepted)."""
+    from common.runs import run_cli
+    from train_hgn import main
+
+    run = _foreign_run(tmp_path, "hgn")
+    before = _tree_digest(run)
+    monkeypatch.setattr(sys, "argv", ["train_hgn.py"])
+    code = run_cli(main, ["--resume", "--run-dir", str(run), "--steps", "99", "--seed", "1", "--learning-rate", "0.5",
+                          "--latent", "vector", "--verbose", "0"])
+    assert code == 1
+    err = capsys.readouterr().err
+    _assert_one_line_error(subprocess.CompletedProcess([], 1, stdout="", stderr=err), "train_hgn.py",
+                           f"--resume with a different config than {str(run / 'config.json')!r}: --latent 'spatial' -> "
+                           "'vector', --learning-rate 0.003 -> 0.5, --seed 0 -> 1")
     assert _tree_digest(run) == before

@@ -123,8 +123,9 @@ CONFIG = dataclasses.replace(PRESETS["tiny"], steps=12, checkpoint_every=4, max_
 def _poisoned_dataset(arrays, poison, armed):
     """The tiny pipeline with NaN frames at batch indices `poison` while `armed["on"]`.
 
-    Disarms itself after the first poisoned pass, so a replay after a rollback is clean (a
-    transient NaN, as from an unlucky step); with `armed["always"]` every pass is poisoned.
+    Disarms itself after the first poisoned pass (or `armed["passes"]` of them), so a replay
+    after a rollback is clean (a transient NaN, as from an unlucky step); with `armed["always"]`
+    every pass is poisoned.
     """
     base = data.make_dataset_from_arrays(arrays, window=CONFIG.window, batch_size=CONFIG.batch_size, shuffle=True,
                                          seed=CONFIG.seed, repeat=True).map(lambda b: b["frames"])
@@ -135,7 +136,8 @@ def _poisoned_dataset(arrays, poison, armed):
             if i in poison and armed["on"]:
                 frames = np.full_like(frames, np.nan)
                 if i == max(poison) and not armed.get("always"):
-                    armed["on"] = False
+                    armed["passes"] = armed.get("passes", 1) - 1
+                    armed["on"] = armed["passes"] > 0
             yield frames
 
     return tf.data.Dataset.from_generator(gen, output_signature=spec)
@@ -167,6 +169,18 @@ def test_a_transient_nan_rolls_back_with_a_lower_learning_rate(arrays, tmp_path,
     training.restore_latest(restored, training.checkpoint_manager(restored, tmp_path), required=True)
     # The lowered rate is part of the checkpoint, so a resumed run keeps it.
     assert float(restored.optimizer.learning_rate.numpy()) == pytest.approx(0.5 * CONFIG.learning_rate, rel=1e-6)
+
+
+def test_each_rollback_lowers_the_learning_rate_again(arrays, tmp_path, capsys):
+    """The NaNs come back on the first replay: the second rollback goes on from the first's
+    rate (it restarted from the checkpoint's, and rolled back at the same half rate)."""
+    config = dataclasses.replace(CONFIG, max_rollbacks=2)
+    model = training.build_model(config)
+    ds = _poisoned_dataset(arrays, poison={5, 6, 7}, armed={"on": True, "passes": 2})
+    assert training.train(model, ds, tmp_path, manager=training.checkpoint_manager(model, tmp_path)) == 12
+    out = capsys.readouterr().out
+    assert out.count("rolled back to") == 2 and f"with learning rate {0.25 * config.learning_rate:.3g}" in out
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.25 * config.learning_rate, rel=1e-6)
 
 
 def test_persistent_nans_stop_with_a_clear_message_and_finite_checkpoints(arrays, tmp_path):
