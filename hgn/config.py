@@ -316,7 +316,7 @@ DEFAULT_PRESET = "quick"
 # refused, naming the fields (hgn.experiment.check_saved_config).
 RESUMABLE_CHANGES = ("steps", "max_train_minutes", "checkpoint_every", "max_nonfinite_steps", "max_rollbacks",
                      "rollback_lr_factor", "jit_compile", "fused_rollout", "decoder_chunks", "compute_dtype",
-                     "eval_frames", "eval_trajectories", "energy_steps", "long_horizon_frames",
+                     "n_test", "eval_frames", "eval_trajectories", "energy_steps", "long_horizon_frames",
                      "long_horizon_trajectories", "export", "serve_max_steps", "serve_max_batch", "serve_max_samples",
                      "serve_max_frames", "curve_every_minutes", "curve_trajectories")
 

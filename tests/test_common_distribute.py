@@ -95,6 +95,9 @@ def test_multi_worker_drops_a_preset_time_budget_and_refuses_a_given_one(monkeyp
             resolve(["--strategy", "multi_worker", "--max-train-minutes", "5"])
         assert info.value.code == 2
         assert "--max-train-minutes cannot be used with --strategy multi_worker" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # its schedule follows the budget: not dropped, refused
+        hgn_cli._resolve(["--strategy", "multi_worker", "--pace", "time"])
+    assert info.value.code == 2 and "--pace time follows the wall-clock budget" in capsys.readouterr().err
 
 
 def test_strategy_name_gives_the_flag_names():
