@@ -8,12 +8,12 @@ PATH is a `train_hgn.py` run directory (its `saved_model/` is used) or a SavedMo
 `hgn.serving` (with its `hgn_config.json`); the model runs through `tf.saved_model.load`, so
 any such export works without this project's model code.
 
-The clip is a video file OpenCV reads (`--video clip.mp4`, `.avi`, ...), a folder of PNG
-frames read in natural name order, frame2.png before frame10.png (`--video frames/`), or test trajectory I of a rendered
-physics dataset (`--dataset SYSTEM --index I`, generated as `train_hgn.py` generates its
-test split: same seed, frame count, dt and size as the run, or the defaults for a bare
-SavedModel; the clip is its first k frames). Frames are centre-cropped to a square and resized to the model's image size
-(`cv2.INTER_AREA`).
+The clip is a video file OpenCV reads (`--video clip.mp4`, `.avi`, ...), a folder of PNG frames
+read in natural name order, frame2.png before frame10.png (`--video frames/`), or test
+trajectory I of a rendered physics dataset (`--dataset SYSTEM --index I`, generated as
+`train_hgn.py` generates its test split: same seed, frame count, dt and size as the run, or the
+defaults for a bare SavedModel; the clip is its first k frames). Frames are centre-cropped to a
+square and resized to the model's image size (`cv2.INTER_AREA`).
 
 `--direction forward` infers the state at the clip's first frame from its first k frames and
 rolls it out `--steps` steps of `--dt` (default: the model's dt; smaller is slow motion,
@@ -264,8 +264,8 @@ def read_clip(path, image_size: int) -> np.ndarray:
 def _natural_key(path: Path) -> Tuple:
     """Sort key of a file name with its digit runs compared as numbers: `ffmpeg ... %d.png`
     writes 1.png ... 10.png, which plain sorting would play as 1, 10, 11, ..., 2."""
-    parts = re.split(r"([0-9]+)", path.name.lower())  # odd indices: the digit runs
-    return tuple((0, int(part), part) if i % 2 else (1, 0, part) for i, part in enumerate(parts) if part), path.name
+    parts = re.split(r"([0-9]+)", path.name.lower())  # text, digits, text, ...: like types meet
+    return [int(part) if i % 2 else part for i, part in enumerate(parts)], path.name
 
 
 def _grey(image: np.ndarray) -> bool:
