@@ -263,10 +263,13 @@ PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
     # included (at most 10.5 minutes of training), with the sub-pixel decoder: its steps cost
     # less than half as much in float32, which is what a CPU without native bfloat16 runs.
-    # Measured (bench/results/hgn_quickstart_subpixel.json): 2,600 steps in 7.5 training minutes
-    # on the AMX Xeon (bfloat16), 2,401 in the 10.5 with AVX2 code paths only (float32), 2,516 and
-    # 2,547 (two seeds) in the 10.5 on an AVX2-only AMD EPYC (float32, oneDNN; hgn_quickstart_epyc.json).
-    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=2_600, max_train_minutes=10.5,
+    # 3,600 steps: more than a 2-core CPU completes in the 10.5 minutes, so the budget ends every
+    # run and a faster CPU learns more. A 2,600-step cap used to end the AMX Xeon's run after 7.5
+    # training minutes and the Zen 4 EPYC's after 7.7 (16.9 / 18.7); with 3,600 the Zen 4 ran
+    # 3,531 steps to 9.93 / 11.47. Stopped by a budget at 2,494 steps of the 3,600 (what the
+    # AVX2-only EPYC completes: 2,516 and 2,547 steps, 17.3 / 19.7 and 16.3 / 19.6 with the cap),
+    # the unfinished decay scored 14.11 / 15.21 (bench/results/hgn_quickstart_zen4.json).
+    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=3_600, max_train_minutes=10.5,
                        curve_every_minutes=2.0),
     # The same recipe for the quality run: 4,200 steps, the decay ending with them. Measured: 36
     # minutes on one AMX core, pendulum test MSE x1e-4 4.85 forward / 7.47 backward

@@ -82,12 +82,13 @@ def test_multi_worker_drops_a_preset_time_budget_and_refuses_a_given_one(monkeyp
     README's multi-worker command was refused), a --max-train-minutes on the command line is
     refused, in both command lines."""
     from hgn import cli as hgn_cli
+    from hgn.config import PRESETS
     from nhf import cli as nhf_cli
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
     config = hgn_cli._resolve(["--dataset", "pendulum", "--strategy", "multi_worker"])[1]
-    assert config.max_train_minutes is None and config.steps == 2_600
+    assert config.max_train_minutes is None and config.steps == PRESETS["quick"].steps
     assert "the 10.5-minute budget of the preset (or the resumed run) is dropped" in capsys.readouterr().err
     assert hgn_cli._resolve(["--dataset", "pendulum"])[1].max_train_minutes == 10.5  # kept without multi_worker
     for resolve in (hgn_cli._resolve, nhf_cli._resolve):
