@@ -139,6 +139,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _StorePreset(argparse.Action):
+    """`--preset NAME`, remembering that it was given (its default is the default preset's name)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, "_preset_given", True)
+
+
+def preset_given(args: argparse.Namespace) -> bool:
+    """Whether `--preset` was given on the command line (not left to its default)."""
+    return getattr(args, "_preset_given", False)
+
+
 def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset: str,
                   description: str = "", parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """An argparse parser with `--preset` and one flag per config field.
@@ -149,7 +162,7 @@ def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset:
         raise ValueError(f"default preset {default_preset!r} is not one of {sorted(presets)}")
     parser = parser or ArgumentParser(description=description,
                                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(presets), default=default_preset,
+    parser.add_argument("--preset", choices=sorted(presets), default=default_preset, action=_StorePreset,
                         help=f"named configuration; any flag below overrides one of its fields (default: {default_preset})")
     group = parser.add_argument_group("config fields (defaults shown are the default preset's)")
     hints = typing.get_type_hints(config_cls)

@@ -76,7 +76,10 @@ def _resolve(argv: Optional[Sequence[str]]):
     if saved and saved["dataset"] != dataset:
         parser.error(f"--resume: the run in {args.run_dir!r} trained on {saved['dataset']!r}, not {dataset!r}")
     try:
-        if saved:
+        # A resumed run continues from its saved config; with --preset it starts from that preset
+        # instead, and any field that then differs from the saved run's is refused
+        # (hgn.experiment.check_saved_config), as for any other flag.
+        if saved and not config_lib.preset_given(args):
             base = config_lib.from_dict(HGNConfig, saved["config"])
             config = config_lib.config_from_args(HGNConfig, {args.preset: base}, args)
         else:
