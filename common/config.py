@@ -147,9 +147,11 @@ class _StorePreset(argparse.Action):
         setattr(namespace, "_preset_given", True)
 
 
-def preset_given(args: argparse.Namespace) -> bool:
-    """Whether `--preset` was given on the command line (not left to its default)."""
-    return getattr(args, "_preset_given", False)
+def resume_presets(args: argparse.Namespace, presets: Mapping[str, C], saved: C) -> Mapping[str, C]:
+    """The presets a resumed run's config is resolved from (`config_from_args`): its `saved`
+    config, or, where `--preset` was given, the `presets` themselves; then every field that
+    differs from the saved run's is refused (`common.runs.check_resumable`), as for any flag."""
+    return presets if getattr(args, "_preset_given", False) else {args.preset: saved}
 
 
 def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset: str,

@@ -76,14 +76,10 @@ def _resolve(argv: Optional[Sequence[str]]):
     if saved and saved["dataset"] != dataset:
         parser.error(f"--resume: the run in {args.run_dir!r} trained on {saved['dataset']!r}, not {dataset!r}")
     try:
-        # A resumed run continues from its saved config; with --preset it starts from that preset
-        # instead, and any field that then differs from the saved run's is refused
-        # (hgn.experiment.check_saved_config), as for any other flag.
-        if saved and not config_lib.preset_given(args):
-            base = config_lib.from_dict(HGNConfig, saved["config"])
-            config = config_lib.config_from_args(HGNConfig, {args.preset: base}, args)
-        else:
-            config = config_lib.config_from_args(HGNConfig, presets_for(dataset), args)
+        presets = presets_for(dataset)
+        if saved:
+            presets = config_lib.resume_presets(args, presets, config_lib.from_dict(HGNConfig, saved["config"]))
+        config = config_lib.config_from_args(HGNConfig, presets, args)
     except ValueError as e:
         parser.error(str(e))
     distribute.check_arguments(parser, args, config.batch_size)

@@ -264,9 +264,10 @@ PRESETS: Dict[str, HGNConfig] = {
     # included (at most 10.5 minutes of training), with the sub-pixel decoder: its steps cost
     # less than half as much in float32, which is what a CPU without native bfloat16 runs.
     # 3,600 steps: more than the two EPYCs complete in the 10.5 minutes (about what the AMX Xeon
-    # would), so the budget ends the run and a faster CPU learns more. A 2,600-step cap used to end the AMX Xeon's run after 7.5
-    # training minutes and the Zen 4 EPYC's after 7.7 (16.9 / 18.7); with 3,600 the Zen 4 ran
-    # 3,531 steps to 9.93 / 11.47. Stopped by a budget at 2,494 steps of the 3,600 (what the
+    # would), so the budget ends the run and a faster CPU learns more. A 2,600-step cap used to
+    # end the AMX Xeon's run after 7.5 training minutes and the Zen 4 EPYC's after 7.7
+    # (16.9 / 18.7); with 3,600 the Zen 4 ran 3,531 steps to 9.93 / 11.47. Stopped by a budget
+    # at 2,494 steps of the 3,600 (what the
     # AVX2-only EPYC completes: 2,516 and 2,547 steps, 17.3 / 19.7 and 16.3 / 19.6 with the cap),
     # the unfinished decay scored 14.11 / 15.21 (bench/results/hgn_quickstart_zen4.json).
     "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=3_600, max_train_minutes=10.5,

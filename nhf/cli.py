@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common import console, distribute
-from common.config import config_from_args, config_parser, from_dict, preset_given
+from common.config import config_from_args, config_parser, from_dict, resume_presets
 from common.runs import check_writable_dir, import_tensorflow_quietly
 from data.samples import SampleFileError, check_path
 from nhf.config import PRESETS, NHFConfig
@@ -89,11 +89,7 @@ def _resolve(argv: Optional[Sequence[str]]):
                 base = from_dict(NHFConfig, values)
             except (ValueError, TypeError) as e:
                 parser.error(f"--resume: {str(saved)!r} is not a train_nhf.py config ({e})")
-            # A resumed run continues from its saved config; with --preset it starts from that
-            # preset instead, and any field that then differs from the saved run's is refused
-            # (nhf.experiment.check_saved_config), as for any other flag.
-            if not preset_given(args):
-                presets = {args.preset: base}
+            presets = resume_presets(args, PRESETS, base)
     try:
         config = config_from_args(NHFConfig, presets, args)
     except ValueError as e:

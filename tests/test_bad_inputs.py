@@ -8,6 +8,7 @@ import io
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -431,32 +432,29 @@ def _foreign_run(tmp_path: Path, which: str) -> Path:
     return run
 
 
-def test_resume_with_another_preset_is_refused_naming_the_fields(tmp_path):
+@pytest.mark.parametrize("which, own, other, differs", [
+    ("hgn", "tiny", "small", "--batch-size 4 -> 16"),  # _foreign_run saves the tiny preset
+    ("nhf", "small", "paper", ""),  # _foreign_run saves the small preset
+])
+def test_resume_with_another_preset_is_refused_naming_the_fields(which, own, other, differs, tmp_path):
     """`--resume --preset NAME` starts from that preset, so the fields in which it differs from
     the saved run are refused as any other changed flag is (the preset was silently ignored
     before: the run went on with its saved config). The run's own preset passes."""
+    import importlib
+
     from common.runs import RunError
-    from hgn import PRESETS as HGN_PRESETS, cli as hgn_cli, experiment as hgn_experiment
-    from nhf import PRESETS as NHF_PRESETS, cli as nhf_cli, experiment as nhf_experiment
 
-    run = _foreign_run(tmp_path, "hgn")  # saved with the tiny preset
-    other = hgn_cli._resolve(["--resume", "--run-dir", str(run), "--preset", "small"])[1]
-    with pytest.raises(RunError, match=r"--resume with a different config than .*--batch-size 4 -> 16"):
-        hgn_experiment.check_saved_config(other, run)
-    for argv in (["--preset", "tiny"], []):
-        config = hgn_cli._resolve(["--resume", "--run-dir", str(run), *argv])[1]
-        assert config == HGN_PRESETS["tiny"]
-        hgn_experiment.check_saved_config(config, run)
-
-    run = _foreign_run(tmp_path, "nhf")  # saved with the small preset
-    other = nhf_cli._resolve(["--resume", "--run-dir", str(run), "--preset", "paper"])[1]
-    assert other == NHF_PRESETS["paper"] != NHF_PRESETS["small"]
-    with pytest.raises(RunError, match=r"--resume with a different config than "):
-        nhf_experiment.check_saved_config(other, run)
-    for argv in (["--preset", "small"], []):
-        config = nhf_cli._resolve(["--resume", "--run-dir", str(run), *argv])[1]
-        assert config == NHF_PRESETS["small"]
-        nhf_experiment.check_saved_config(config, run)
+    cli, experiment = (importlib.import_module(f"{which}.{name}") for name in ("cli", "experiment"))
+    presets = importlib.import_module(which).PRESETS
+    run = _foreign_run(tmp_path, which)
+    config = cli._resolve(["--resume", "--run-dir", str(run), "--preset", other])[1]
+    assert config == presets[other] != presets[own]
+    with pytest.raises(RunError, match=r"--resume with a different config than .*" + re.escape(differs)):
+        experiment.check_saved_config(config, run)
+    for argv in (["--preset", own], []):
+        config = cli._resolve(["--resume", "--run-dir", str(run), *argv])[1]
+        assert config == presets[own]
+        experiment.check_saved_config(config, run)
 
 
 @pytest.mark.parametrize("script, other, phrases", [
