@@ -306,31 +306,50 @@ class HGN(BuiltAhead, keras.Model):
 
 
     # ------------------------------------------------------------------ objective
-    def _window_terms(self, frames: tf.Tensor, backward: bool, training: bool, noise=None, keys=None):
+    def _window_terms(self, target: tf.Tensor, sign, training: bool, noise=None, keys=None):
+        """Per-example `(mse, kl, drift)`, each `[B]`, of windows rolled forward or backward in time.
+
+        Args:
+          target: windows `[B, T, H, W, 3]` in the order the rollout replays them: a backward
+            example's frames come time-reversed (its encoder then sees the last k frames, reversed,
+            which is what `posterior(backward=True)` feeds it).
+          sign: `1.0` (forward) or `-1.0` (backward) for the whole batch, or a `[B]` tensor of
+            them: a backward example's inferred momentum is negated and it is rolled with -dt.
+            Per example, the split mode's forward and backward halves share one encoder call, one
+            rollout and one decoder call (the rollout's many small ops are paid once, not twice).
+          training, noise, keys: as in `compute_losses` (one direction's draws, `[B, ...]`).
+        """
         c = self.config
-        state, mean, log_scale = self.infer(frames, backward=backward, sample=training and c.variational, noise=noise)
-        length = frames.shape[1] if frames.shape[1] is not None else tf.shape(frames)[1]  # dynamic in a curriculum
-        traj = self.integrate(state, length - 1, -c.dt if backward else c.dt)
-        target = frames[:, ::-1] if backward else frames
+        state, mean, log_scale = self.infer(target, sample=training and c.variational, noise=noise)
+        if isinstance(sign, float):
+            if sign < 0:
+                state = PhaseSpace(state.q, -state.p)
+            dt = sign * c.dt
+        else:
+            sign = tf.reshape(tf.cast(sign, state.p.dtype), [-1] + [1] * (state.p.shape.rank - 1))
+            state = PhaseSpace(state.q, sign * state.p)
+            dt = sign * c.dt
+        length = target.shape[1] if target.shape[1] is not None else tf.shape(target)[1]  # dynamic in a curriculum
+        traj = self.integrate(state, length - 1, dt)
         if training and c.decoded_frames:
             mse = self._subset_mse(traj.q, target, keys)
         elif c.decoder_chunks > 1:
             mse = self._chunked_mse(traj.q, target)
         else:
             pred = self.decode_trajectory(traj.q)
-            mse = tf.reduce_mean(tf.square(target - pred))
+            mse = tf.reduce_mean(tf.square(target - pred), axis=[1, 2, 3, 4])
         if c.variational:
             kl = 0.5 * (tf.square(mean) + tf.exp(2.0 * log_scale) - 1.0) - log_scale
-            kl = tf.reduce_mean(tf.reduce_sum(kl, axis=list(range(1, kl.shape.rank)))) / (
+            kl = tf.reduce_sum(kl, axis=list(range(1, kl.shape.rank))) / (
                 tf.cast(length, tf.float32) * float(c.image_size * c.image_size * 3))
         else:
-            kl = tf.zeros([])
+            kl = tf.zeros(tf.shape(mse))
         energy = self.energy(traj)
-        drift = tf.reduce_mean(tf.abs(energy - energy[:, :1]))
+        drift = tf.reduce_mean(tf.abs(energy - energy[:, :1]), axis=1)
         return mse, kl, drift
 
     def _subset_mse(self, q: tf.Tensor, target: tf.Tensor, keys=None) -> tf.Tensor:
-        """Per-pixel MSE over `config.decoded_frames` frames of each window, drawn without replacement.
+        """Per-pixel MSE `[B]` over `config.decoded_frames` frames of each window, drawn without replacement.
 
         Args:
           q: positions along the rollout `[T, B, ...]`.
@@ -348,11 +367,11 @@ class HGN(BuiltAhead, keras.Model):
         drawn = tf.argsort(keys[:, :length], axis=1)[:, :tf.minimum(self.config.decoded_frames, length)]
         q = tf.gather(_batch_major(q), drawn, batch_dims=1)  # [B, k, ...]
         target = tf.gather(target, drawn, batch_dims=1)  # [B, k, H, W, 3]
-        pred = self._decode_flat(q)
-        return tf.reduce_mean(tf.square(tf.reshape(target, tf.shape(pred)) - pred))
+        pred = tf.reshape(self._decode_flat(q), tf.shape(target))
+        return tf.reduce_mean(tf.square(target - pred), axis=[1, 2, 3, 4])
 
     def _chunked_mse(self, q: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-        """Per-pixel MSE of `decode(q)` against `target`, decoded in `config.decoder_chunks` chunks.
+        """Per-pixel MSE `[B]` of `decode(q)` against `target`, decoded in `config.decoder_chunks` chunks.
 
         Args:
           q: positions along the rollout `[T, B, ...]`.
@@ -369,9 +388,9 @@ class HGN(BuiltAhead, keras.Model):
         sizes = [steps // k + (1 if i < steps % k else 0) for i in range(k)]
         target = tf.transpose(target, [1, 0, 2, 3, 4])  # time-major like q: [T, B, H, W, 3]
 
-        def chunk_sse(q_chunk, target_chunk):
-            pred = self._decode_flat(q_chunk)  # float32
-            return tf.reduce_sum(tf.square(tf.reshape(target_chunk, tf.shape(pred)) - pred))
+        def chunk_sse(q_chunk, target_chunk):  # per example: [B]
+            pred = tf.reshape(self._decode_flat(q_chunk), tf.shape(target_chunk))  # float32
+            return tf.reduce_sum(tf.square(target_chunk - pred), axis=[0, 2, 3, 4])
 
         chunk_sse = tf.recompute_grad(chunk_sse)
         sses = []
@@ -380,7 +399,7 @@ class HGN(BuiltAhead, keras.Model):
                 q_chunk = _after(q_chunk, sses[-1])
             sses.append(chunk_sse(q_chunk, target_chunk))
         sse = tf.add_n(sses)
-        return sse / tf.cast(tf.size(target), tf.float32)
+        return sse / tf.cast(tf.size(target) // tf.shape(target)[1], tf.float32)  # per example: T * H * W * 3
 
     def schedule_step(self) -> tf.Tensor:
         """Where the run stands in its schedule (warm-up, curriculum, cosine decay), in steps (float32).
@@ -429,22 +448,21 @@ class HGN(BuiltAhead, keras.Model):
             keys_f, keys_b = keys[:, 0], keys[:, 1]
         if c.training_mode == "split":
             # Half the batch forward, half backward: the forward_backward objective's unbiased
-            # estimate at the cost of one direction (each example is rolled out once).
+            # estimate at the cost of one direction (each example is rolled out once). Both halves
+            # go through the networks and the rollout together, each with its own sign of time,
+            # and the objective is the mean of the two halves' means.
             half = tf.shape(frames)[0] // 2
-            first = lambda x: None if x is None else x[:half]
-            second = lambda x: None if x is None else x[half:]
-            terms_f = self._window_terms(frames[:half], backward=False, training=training,
-                                         noise=first(noise_f), keys=first(keys_f))
-            terms_b = self._window_terms(frames[half:], backward=True, training=training,
-                                         noise=second(noise_b), keys=second(keys_b))
-            mse, kl, drift = [(f + b) / 2.0 for f, b in zip(terms_f, terms_b)]
+            target = tf.concat([frames[:half], frames[half:, ::-1]], 0)
+            sign = tf.concat([tf.ones([half]), -tf.ones([tf.shape(frames)[0] - half])], 0)
+            join = lambda f, b: None if f is None else tf.concat([f[:half], b[half:]], 0)
+            terms = self._window_terms(target, sign, training, noise=join(noise_f, noise_b), keys=join(keys_f, keys_b))
+            mse, kl, drift = [(tf.reduce_mean(t[:half]) + tf.reduce_mean(t[half:])) / 2.0 for t in terms]
         else:
-            mse, kl, drift = self._window_terms(frames, backward=False, training=training, noise=noise_f,
-                                                keys=keys_f)
+            mse, kl, drift = [tf.reduce_mean(t) for t in self._window_terms(frames, 1.0, training, noise=noise_f,
+                                                                            keys=keys_f)]
         if c.training_mode == "forward_backward":
-            mse_b, kl_b, drift_b = self._window_terms(frames, backward=True, training=training, noise=noise_b,
-                                                      keys=keys_b)
-            mse, kl, drift = (mse + mse_b) / 2.0, (kl + kl_b) / 2.0, (drift + drift_b) / 2.0
+            terms_b = self._window_terms(frames[:, ::-1], -1.0, training, noise=noise_b, keys=keys_b)
+            mse, kl, drift = [(f + tf.reduce_mean(b)) / 2.0 for f, b in zip((mse, kl, drift), terms_b)]
         lam = self.lagrange_multiplier
         if c.objective == "geco":
             constraint = mse - c.geco_kappa

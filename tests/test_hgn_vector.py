@@ -267,22 +267,66 @@ def test_cli_records_compute_dtype_curve_and_mean_frame_baseline(tmp_path):
     assert (run / "rollout_forward.png").is_file() and not (run / "saved_model").exists()  # --no-export
 
 
-def test_split_mode_is_the_mean_of_a_forward_and_a_backward_half(vector_model):
-    c = dataclasses.replace(vector_model.config, training_mode="split")
-    split = HGN(c)
+def _split_model(vector_model, **overrides):
+    split = HGN(dataclasses.replace(vector_model.config, training_mode="split", **overrides))
     split.compile(optimizer=keras.optimizers.Adam())
     split.build_all()
     split.set_weights(vector_model.get_weights())
+    return split
+
+
+def test_split_mode_is_the_mean_of_a_forward_and_a_backward_half(vector_model):
+    split = _split_model(vector_model)
+    c = split.config
     frames = tf.constant(disk_movies(4, c.window, seed=9))
     got = split.compute_losses(frames)["reconstruction"]
-    forward = vector_model._window_terms(frames[:2], backward=False, training=False)[0]
-    backward = vector_model._window_terms(frames[2:], backward=True, training=False)[0]
+    # The reference goes through the public rollouts, whose backward inference reverses the frames
+    # itself: the split objective rolls both halves together, with a sign of time per example.
+    n = c.window - 1
+    forward = tf.reduce_mean(tf.square(vector_model.rollout(frames[:2], n)["frames"] - frames[:2]))
+    backward = tf.reduce_mean(tf.square(vector_model.rollout(frames[2:], n, backward=True)["frames"]
+                                        - frames[2:, ::-1]))
     np.testing.assert_allclose(float(got), (float(forward) + float(backward)) / 2, rtol=1e-6)
     # Not the forward-only or backward-only value on the whole batch: the check can tell them apart.
-    whole_forward = vector_model._window_terms(frames, backward=False, training=False)[0]
+    whole_forward = tf.reduce_mean(tf.square(vector_model.rollout(frames, n)["frames"] - frames))
     assert abs(float(whole_forward) - float(got)) > 1e-7
     with pytest.raises(ValueError, match="--batch-size >= 2"):
         dataclasses.replace(c, batch_size=1).validate()
+
+
+def test_split_training_step_equals_a_forward_and_a_backward_pass(vector_model):
+    # One combined pass (one encoder call, one rollout with per-example signs of time, one decoder
+    # call) gives the loss, logged terms and gradients of a separate forward pass over the first
+    # half and backward pass over the second, each half with its own direction's posterior noise.
+    # An odd batch: halves of 2 and 3, weighted as two means.
+    split = _split_model(vector_model)
+    c = split.config
+    frames = tf.constant(disk_movies(5, c.window, seed=31))
+    noise = tf.random.stateless_normal([5, 2, *split.latent_shape], seed=[3, 4])
+
+    def loss_and_grads(fn):
+        with tf.GradientTape() as tape:
+            terms = fn()
+            loss = terms["reconstruction"] + c.beta * terms["kl"]
+        return loss, terms, tape.gradient(loss, split.network_variables)
+
+    def separate(noise):
+        f = split._window_terms(frames[:2], 1.0, True, noise=noise[:2, 0])
+        b = split._window_terms(frames[2:, ::-1], -1.0, True, noise=noise[2:, 1])
+        return {name: (tf.reduce_mean(x) + tf.reduce_mean(y)) / 2.0
+                for name, x, y in zip(("reconstruction", "kl", "energy_drift"), f, b)}
+
+    loss, terms, grads = loss_and_grads(lambda: split.compute_losses(frames, training=True, noise=noise))
+    ref_loss, ref_terms, ref_grads = loss_and_grads(lambda: separate(noise))
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    for name in ref_terms:
+        np.testing.assert_allclose(float(terms[name]), float(ref_terms[name]), rtol=1e-5, err_msg=name)
+    for v, g, ref in zip(split.network_variables, grads, ref_grads):
+        np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=1e-4, atol=1e-8, err_msg=v.path)
+    # The check can fail: the halves' noise swapped between directions samples other states, and
+    # the reconstruction moves by more than a hundred times the tolerance above.
+    swapped = float(separate(noise[:, ::-1])["reconstruction"])
+    assert abs(swapped - float(ref_terms["reconstruction"])) > 1e-3 * float(ref_terms["reconstruction"])
 
 
 def test_curriculum_window_grows_with_the_step_counter():
@@ -312,7 +356,7 @@ def test_decoded_frames_score_the_drawn_frames_of_each_example(vector_model):
     keys = tf.constant([[0.9, 0.1, 0.8, 0.7, 0.2, 0.6], [0.1, 0.9, 0.8, 0.7, 0.6, 0.2],
                         [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]])
     drawn = [[1, 4], [0, 5], [5, 4]]
-    got = float(subset._subset_mse(q, frames, keys))
+    got = float(tf.reduce_mean(subset._subset_mse(q, frames, keys)))
     np.testing.assert_allclose(got, np.mean([per_frame[b, t] for b, d in enumerate(drawn) for t in d]), rtol=1e-5)
     # The check tells the frames apart: the same frames for every example score differently, by
     # more than ten times its tolerance (an untrained decoder's frames differ little).
@@ -323,7 +367,8 @@ def test_decoded_frames_score_the_drawn_frames_of_each_example(vector_model):
     all_frames.compile(optimizer=keras.optimizers.Adam())
     all_frames.build_all()
     all_frames.set_weights(vector_model.get_weights())
-    np.testing.assert_allclose(float(all_frames._subset_mse(q, frames)), per_frame.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(tf.reduce_mean(all_frames._subset_mse(q, frames))), per_frame.mean(),
+                               rtol=1e-5)
     # Evaluation (training=False) always scores the whole window.
     np.testing.assert_allclose(float(subset.compute_losses(frames)["reconstruction"]), per_frame.mean(), rtol=1e-5)
 
