@@ -112,6 +112,10 @@ VARIANTS = {
     "vector_cur_split_cos_subpixel_fp32": _with(_VECTOR, curriculum_steps=800, curriculum_start=8,
                                                 training_mode="split", decay="cosine", steps=1800,
                                                 final_lr_fraction=0.1, decoder="subpixel", compute_dtype="float32"),
+    # The `quick` preset as it stands (the default command's recipe), and with the fixed kinetic
+    # energy K(p) = |p|^2 / 2: the leapfrog evaluates one MLP per step instead of two.
+    "quick": ["--preset", "quick"],
+    "quick_fixed_kinetic": ["--preset", "quick", "--hamiltonian", "fixed_kinetic"],
 }
 
 

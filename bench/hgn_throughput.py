@@ -122,9 +122,10 @@ def analytic_train_flops(model) -> dict:
     dec, _ = _stack_flops(model.decoder.layers, q_shape)
     steps = c.window - 1
     passes = 2 if c.training_mode == "forward_backward" else 1
-    if c.hamiltonian == "separable":
+    if c.hamiltonian in ("separable", "fixed_kinetic"):
         f_h = _energy_flops(model.energy_nets["potential"], q_shape)
-        grad_evals_per_step = 2  # one dV/dq (force reused) + one dK/dp
+        # one dV/dq (force reused) + one dK/dp; a fixed K(p) = |p|^2 / 2 has no network
+        grad_evals_per_step = 2 if c.hamiltonian == "separable" else 1
     else:
         f_h = _energy_flops(model.energy_nets["joint"], (*q_shape[:-1], 2 * c.state_channels))
         grad_evals_per_step = 3  # dH/dq, dH/dp, dH/dq at the current state

@@ -30,7 +30,7 @@ from data.generation import VARIANT_HELP  # NumPy only: the config module stays 
 
 ENCODERS = ("strided", "full_res")
 DECODERS = ("upsample", "residual", "subpixel")
-HAMILTONIANS = ("separable", "joint")
+HAMILTONIANS = ("separable", "fixed_kinetic", "joint")
 LATENTS = ("spatial", "vector")
 ACTIVATIONS = ("softplus", "swish")
 OBJECTIVES = ("geco", "beta")
@@ -76,7 +76,10 @@ class HGNConfig:
     transformer_strides: Tuple[int, ...] = field((1, 1, 1, 1), "strides of those convs (same length)")
     state_channels: int = field(16, "channels of q and of p (spatial maps), or their dimension (vector latent)")
     # Hamiltonian.
-    hamiltonian: str = field("separable", f"Hamiltonian form: {', '.join(HAMILTONIANS)} (K(p) + V(q) or joint H(q, p))")
+    hamiltonian: str = field(
+        "separable", f"Hamiltonian form: {', '.join(HAMILTONIANS)}. separable: learned K(p) + V(q); fixed_kinetic: "
+                     "K(p) = |p|^2 / 2 and a learned V(q) (Souveton et al. 2024's fixed-kinetic form: the leapfrog "
+                     "evaluates one network per step, not two); joint: a learned H(q, p)")
     hamiltonian_widths: Tuple[int, ...] = field(
         (32, 64, 64, 64), "hidden widths of each energy net: conv channels (spatial latent) or MLP units (vector)")
     hamiltonian_kernels: Tuple[int, ...] = field((3, 2, 2, 2, 2), "spatial latent: kernel sizes, one per hidden conv plus the final 1-channel conv")

@@ -83,7 +83,8 @@ class HGN(BuiltAhead, keras.Model):
 
     Attributes:
       encoder, transformer, decoder: Keras networks (see `hgn.networks`).
-      energy_nets: `{"kinetic", "potential"}` or `{"joint"}` `EnergyNet`s.
+      energy_nets: `{"kinetic", "potential"}`, `{"potential"}` (fixed kinetic energy) or `{"joint"}`
+        energy nets.
       hamiltonian: the `common` Hamiltonian over latent maps (separable or not, by config).
       geco_param: phi, with the Lagrange multiplier lambda = softplus(phi).
       train_steps: batches consumed by training (the resume counter; also counts skipped steps).
@@ -100,6 +101,12 @@ class HGN(BuiltAhead, keras.Model):
         if config.hamiltonian == "separable":
             self.hamiltonian = SeparableHamiltonian(self.energy_nets["kinetic"], self.energy_nets["potential"],
                                                     name="latent_hamiltonian")
+        elif config.hamiltonian == "fixed_kinetic":
+            # K(p) = |p|^2 / 2 over every event axis (a vector, or a spatial map); a constant mass
+            # would only rescale p, which the encoder learns anyway.
+            self.hamiltonian = SeparableHamiltonian(
+                lambda p: 0.5 * tf.reduce_sum(tf.square(p), axis=list(range(1, p.shape.rank))),
+                self.energy_nets["potential"], kinetic_grad=lambda p: p, name="latent_hamiltonian")
         else:
             joint = self.energy_nets["joint"]
             self.hamiltonian = Hamiltonian(lambda q, p: joint(tf.concat([q, p], axis=-1)), name="latent_hamiltonian")

@@ -122,7 +122,8 @@ class MLPEnergyNet(keras.layers.Layer):
 
 
 def build_energy_nets(config: HGNConfig) -> dict:
-    """`{"kinetic": K(p), "potential": V(q)}` for the separable form, `{"joint": H(q ++ p)}` otherwise."""
+    """`{"kinetic": K(p), "potential": V(q)}` for the separable form, `{"potential": V(q)}` for the
+    fixed-kinetic one (K is |p|^2 / 2, no network), `{"joint": H(q ++ p)}` otherwise."""
     if config.latent == "vector":
         def make(name):
             return MLPEnergyNet(config.hamiltonian_widths, config.hamiltonian_activation, name=name)
@@ -132,6 +133,8 @@ def build_energy_nets(config: HGNConfig) -> dict:
                              activation=config.hamiltonian_activation, name=name)
     if config.hamiltonian == "separable":
         return {"kinetic": make("kinetic"), "potential": make("potential")}
+    if config.hamiltonian == "fixed_kinetic":
+        return {"potential": make("potential")}
     return {"joint": make("hamiltonian")}
 
 
