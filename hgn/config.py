@@ -250,13 +250,17 @@ class HGNConfig:
 
 
 # The CPU recipe (bench/hgn_recipe.py; README "HGN recipe"): DeepMind's HGN++ layout (vector
-# latent of q, p in R^16, separable MLP Hamiltonians of 4 x 250 swish units, 5 input frames)
-# with CPU-sized conv nets, a nearly deterministic beta-ELBO, 30-frame training windows reached
-# through a rollout-length curriculum (8 -> 30 frames over 800 steps), half of each batch
-# trained forward and half backward, Adam 1e-3 after a 100-step warm-up.
+# latent of q, p in R^16, MLP Hamiltonian of 4 x 250 swish units, 5 input frames) with CPU-sized
+# conv nets, a nearly deterministic beta-ELBO, 30-frame training windows reached through a
+# rollout-length curriculum (8 -> 30 frames over 800 steps), half of each batch trained forward
+# and half backward, Adam 1e-3 after a 100-step warm-up. The kinetic energy is fixed,
+# K(p) = |p|^2 / 2, with a learned V(q): on one Zen 4 core for 10.5 minutes it ran 4,096 steps
+# to a pendulum test MSE x1e-4 of 5.96 / 6.03, against 2,938 steps and 20.41 / 21.08 with a
+# learned K(p) (bench/results/hgn_recipe_round6_zen4.json).
 _CPU_RECIPE = dict(
     latent="vector", input_frames=5, window=30, encoder_widths=(32, 32, 32, 32, 32, 32), state_channels=16,
-    hamiltonian_widths=(250, 250, 250, 250), hamiltonian_activation="swish", decoder_width=32, decoder_depth=1,
+    hamiltonian="fixed_kinetic", hamiltonian_widths=(250, 250, 250, 250), hamiltonian_activation="swish",
+    decoder_width=32, decoder_depth=1,
     objective="beta", beta=1e-3, training_mode="split", curriculum_steps=800, curriculum_start=8,
     learning_rate=1e-3, warmup_steps=100, decay="cosine", final_lr_fraction=0.1, batch_size=16,
     n_train=20_000, n_test=1_000, eval_trajectories=1_000, energy_steps=300, checkpoint_every=200,
@@ -266,19 +270,18 @@ PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
     # included (at most 10.5 minutes of training), with the sub-pixel decoder: its steps cost
     # less than half as much in float32, which is what a CPU without native bfloat16 runs.
-    # 3,600 steps: more than the two EPYCs complete in the 10.5 minutes (about what the AMX Xeon
-    # would), so the budget ends the run and a faster CPU learns more. A 2,600-step cap used to
-    # end the AMX Xeon's run after 7.5 training minutes and the Zen 4 EPYC's after 7.7
-    # (16.9 / 18.7); with 3,600 the Zen 4 ran 3,531 steps to 9.93 / 11.47. Stopped by a budget
-    # at 2,494 steps of the 3,600 (what the
-    # AVX2-only EPYC completes: 2,516 and 2,547 steps, 17.3 / 19.7 and 16.3 / 19.6 with the cap),
-    # the unfinished decay scored 14.11 / 15.21 (bench/results/hgn_quickstart_zen4.json).
-    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=3_600, max_train_minutes=10.5,
+    # 6,000 steps: more than the CPUs measured here complete in the 10.5 minutes, so the budget
+    # ends the run and a faster CPU learns more (the learned-K recipe's 3,600-step cap ended the
+    # Zen 4's run after 7.9 minutes once the split step ran as one pass). A budget that stops the
+    # cosine decay part-way costs less than a cap that stops training early: on the Zen 4,
+    # 2,494 steps of a 3,600-step decay scored 14.11 / 15.21, 2,600 of a 2,600-step one
+    # 16.9 / 18.7 (bench/results/hgn_quickstart_zen4.json).
+    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=6_000, max_train_minutes=10.5,
                        curve_every_minutes=2.0),
-    # The same recipe for the quality run: 4,200 steps, the decay ending with them. Measured: 36
-    # minutes on one AMX core, pendulum test MSE x1e-4 4.85 forward / 7.47 backward
-    # (bench/results/hgn_quality_pendulum_quality_50min.json); 120 minutes is only a cap.
-    "quality": HGNConfig(**_CPU_RECIPE, steps=4_200, max_train_minutes=120.0, curve_every_minutes=5.0),
+    # The same recipe for the quality run: 8,000 steps, the decay ending with them (120 minutes
+    # is only a cap). The learned-K recipe's 4,200 steps scored 4.85 / 7.47 after 36 minutes on one
+    # AMX core (bench/results/hgn_quality_pendulum_quality_50min.json).
+    "quality": HGNConfig(**_CPU_RECIPE, steps=8_000, max_train_minutes=120.0, curve_every_minutes=5.0),
     # DeepMind's HGN++ at its published size (default_config_dict in physics_inspired_models/
     # jaxline_configs.py): 64-channel encoder and decoder blocks of depth 2, 60 target frames after
     # the 5 inferred ones, forward + backward training, beta-ELBO (beta swept over {0.001, 0.1, 1, 2}
