@@ -12,9 +12,9 @@ Presets:
   strided transformer, one joint H(q, p) conv net of channels 32-64-64-64 and kernels 3-2-2-2-2,
   residual upsampling decoder), for like-for-like benchmarks.
 * `quick` (the default) and `quality`: the CPU recipe measured by `bench/hgn_recipe.py`: DeepMind's
-  HGN++ layout (vector latent, MLP Hamiltonians) at CPU size with a rollout-length curriculum
-  and forward + backward training; `quick` trains at most 10.5 minutes (15 in all on 2 cores)
-  with the sub-pixel decoder, `quality` 4,200 steps (36 minutes on one AMX core).
+  HGN++ layout (vector latent, an MLP potential V(q) with the kinetic energy fixed at |p|^2 / 2)
+  at CPU size with a rollout-length curriculum and forward + backward training; `quick` trains
+  at most 10.5 minutes (15 in all on 2 cores) with the sub-pixel decoder, `quality` 8,000 steps.
 * `hgnpp`: DeepMind's improved HGN (Botev et al. 2021) at its published size.
 * `small`: the earlier quick-start default (spatial latent, small conv nets, 12-frame windows).
 * `tiny`: for the test suite only (seconds per step).

@@ -164,11 +164,12 @@ np.savez(sys.argv[3], frames=out["frames"].numpy(), q=out["q"].numpy())
 """
 
 
-@pytest.mark.parametrize("decoder", ["upsample", "subpixel"])
-def test_vector_saved_model_loads_in_a_fresh_process(vector_model, decoder, tmp_path):
-    if decoder != vector_model.config.decoder:
+@pytest.mark.parametrize("decoder,hamiltonian", [("upsample", "separable"),
+                                                 ("subpixel", "fixed_kinetic")])  # the second: the default's layout
+def test_vector_saved_model_loads_in_a_fresh_process(vector_model, decoder, hamiltonian, tmp_path):
+    if (decoder, hamiltonian) != (vector_model.config.decoder, vector_model.config.hamiltonian):
         keras.utils.set_random_seed(13)
-        vector_model = HGN(dataclasses.replace(vector_model.config, decoder=decoder))
+        vector_model = HGN(dataclasses.replace(vector_model.config, decoder=decoder, hamiltonian=hamiltonian))
         vector_model.compile(optimizer=keras.optimizers.Adam())
         vector_model.build_all()
     path = export(vector_model, tmp_path / "saved_model")
