@@ -134,15 +134,16 @@ class SeparableHamiltonian(Hamiltonian):
         return PhaseSpace(self.dv_dq(q), self.dk_dp(p))
 
 
-def quadratic_kinetic(mass=1.0) -> tuple:
-    """K(p) = sum(p^2 / (2 m)) over the last axis, with its analytic gradient p / m.
+def quadratic_kinetic(mass=1.0, event_ndims: int = 1) -> tuple:
+    """K(p) = sum(p^2 / (2 m)) over the last `event_ndims` axes, with its analytic gradient p / m.
 
     Returns:
       `(kinetic, kinetic_grad)`, ready for `SeparableHamiltonian`.
     """
+    axes = list(range(-event_ndims, 0))
 
     def kinetic(p):
-        return tf.reduce_sum(tf.square(p) / (2.0 * tf.cast(mass, p.dtype)), axis=-1)
+        return tf.reduce_sum(tf.square(p) / (2.0 * tf.cast(mass, p.dtype)), axis=axes)
 
     def kinetic_grad(p):
         return p / tf.cast(mass, p.dtype)

@@ -28,7 +28,7 @@ from typing import Dict, Optional
 import keras
 import tensorflow as tf
 
-from common import Hamiltonian, PhaseSpace, SeparableHamiltonian
+from common import Hamiltonian, PhaseSpace, SeparableHamiltonian, quadratic_kinetic
 from common import integrators as _integrators
 from common.callbacks import BuiltAhead
 from hgn.config import HGNConfig
@@ -104,9 +104,9 @@ class HGN(BuiltAhead, keras.Model):
         elif config.hamiltonian == "fixed_kinetic":
             # K(p) = |p|^2 / 2 over every event axis (a vector, or a spatial map); a constant mass
             # would only rescale p, which the encoder learns anyway.
-            self.hamiltonian = SeparableHamiltonian(
-                lambda p: 0.5 * tf.reduce_sum(tf.square(p), axis=list(range(1, p.shape.rank))),
-                self.energy_nets["potential"], kinetic_grad=lambda p: p, name="latent_hamiltonian")
+            kinetic, kinetic_grad = quadratic_kinetic(event_ndims=1 if config.latent == "vector" else 3)
+            self.hamiltonian = SeparableHamiltonian(kinetic, self.energy_nets["potential"], kinetic_grad=kinetic_grad,
+                                                    name="latent_hamiltonian")
         else:
             joint = self.energy_nets["joint"]
             self.hamiltonian = Hamiltonian(lambda q, p: joint(tf.concat([q, p], axis=-1)), name="latent_hamiltonian")
