@@ -16,9 +16,9 @@ prediction).
 
 `--quickstart` does the same for the default command, `python train_hgn.py --dataset SYSTEM`,
 timed end to end by `bench/hgn_quickstart.py --dataset SYSTEM --name SYSTEM` into
-`bench/results/hgn_quickstart_systems_epyc.json` (pendulum: the `default` run of
-`hgn_quickstart_epyc.json`, unless that file has its own): the table and
-`bench/results/hgn_quickstart_systems_epyc.png`.
+`bench/results/hgn_quickstart_systems_<machine>.json` (`--machine`: `epyc`, the default, or
+`zen4`; pendulum: the README's quick start on that CPU, `QUICKSTART_PENDULUM`, unless that file
+has its own run): the table and `bench/results/hgn_quickstart_systems_<machine>.png`.
 
 `--settings SYSTEM` compares every `bench/hgn_quality.py` run of one system measured on one kind
 of CPU (`--cpu`, a substring of the CPU model; default "AMD EPYC"), whatever its tag: the
@@ -56,8 +56,17 @@ PAPER = {system: figures["paper_leapfrog"][1] for system, figures in PUBLISHED.i
 PYTORCH = {system: figures.get("pytorch_leapfrog_test", figures.get("pytorch_5frame", [None, None])[1])
            for system, figures in PUBLISHED.items()}
 GOAL = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 6.33, "three_body": 9.80}
-QUICKSTART = RESULTS / "hgn_quickstart_systems_epyc.json"  # bench/hgn_quickstart.py --dataset S --name S
-QUICKSTART_PENDULUM = (RESULTS / "hgn_quickstart_epyc.json", "default")  # the README's quick start
+# The default command's runs per kind of CPU (`--machine`): bench/hgn_quickstart.py --dataset S
+# --name S writes hgn_quickstart_systems_<machine>.json; pendulum, unless that file has its own
+# run, is the README's quick start on that CPU (file, run name).
+QUICKSTART_PENDULUM = {
+    "epyc": (RESULTS / "hgn_quickstart_epyc.json", "default"),  # Zen 3, an earlier default
+    "zen4": (RESULTS / "hgn_quickstart_zen4.json", "fixed_kinetic"),  # today's default (e2dbe05)
+}
+
+
+def quickstart_file(machine: str) -> Path:
+    return RESULTS / f"hgn_quickstart_systems_{machine}.json"
 
 
 def scores(result: dict) -> dict:
@@ -139,18 +148,20 @@ def strips(rows, path: Path, files=None) -> None:
     plt.close(fig)
 
 
-def quickstart_rows():
-    """The default command's runs, one per system found; returns (rows, missing systems)."""
+def quickstart_rows(machine: str):
+    """The default command's runs on `machine`, one per system found; returns (rows, missing
+    systems)."""
     def runs_in(path: Path) -> dict:
         return json.loads(path.read_text())["runs"] if path.is_file() else {}
 
-    runs = runs_in(QUICKSTART)
+    systems_file = quickstart_file(machine)
+    runs = runs_in(systems_file)
     rows, missing = [], []
     for system in RUNS:
-        path, name = QUICKSTART, system
+        path, name = systems_file, system
         if system not in runs and system == "pendulum":
-            path, name = QUICKSTART_PENDULUM
-        result = (runs if path == QUICKSTART else runs_in(path)).get(name)
+            path, name = QUICKSTART_PENDULUM[machine]
+        result = (runs if path == systems_file else runs_in(path)).get(name)
         if result is None:
             missing.append(system)
             continue
@@ -297,16 +308,16 @@ def _settings(system: str, cpu: str, markdown_only: bool) -> int:
     return 0
 
 
-def _quickstart(markdown_only: bool) -> int:
-    rows, missing = quickstart_rows()
+def _quickstart(machine: str, markdown_only: bool) -> int:
+    rows, missing = quickstart_rows(machine)
     if not rows:
-        raise SystemExit(f"no results in {QUICKSTART.relative_to(ROOT)}: "
+        raise SystemExit(f"no results in {quickstart_file(machine).relative_to(ROOT)}: "
                          "run bench/hgn_quickstart.py --dataset ... first")
     print(quickstart_markdown(rows))
     if missing:
         print(f"missing: {', '.join(missing)}", file=sys.stderr)
     if not markdown_only:
-        out = RESULTS / "hgn_quickstart_systems_epyc"
+        out = RESULTS / f"hgn_quickstart_systems_{machine}"
         out.with_suffix(".table.json").write_text(json.dumps({"rows": rows, "missing": missing}, indent=2) + "\n")
         strips(rows, out.with_suffix(".png"), files=[ROOT / r["strip"] for r in rows])
         print(f"wrote {out.with_suffix('.table.json')} and {out.with_suffix('.png')}")
@@ -319,6 +330,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quickstart", action="store_true",
                         help="the default command's runs (bench/hgn_quickstart.py --dataset) "
                              "instead of the quality runs")
+    parser.add_argument("--machine", choices=list(QUICKSTART_PENDULUM), default=None,
+                        help="with --quickstart: whose runs (the suffix of "
+                             "bench/results/hgn_quickstart_systems_<machine>.json; default epyc)")
     parser.add_argument("--settings", metavar="SYSTEM", choices=list(RUNS),
                         help="compare every quality run of SYSTEM on one kind of CPU instead")
     parser.add_argument("--cpu", default=None,
@@ -326,8 +340,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.cpu is not None and not args.settings:
         parser.error("--cpu selects the runs of --settings: give --settings SYSTEM too")
+    if args.machine is not None and not args.quickstart:
+        parser.error("--machine selects the runs of --quickstart: give --quickstart too")
     if args.quickstart:
-        return _quickstart(args.markdown_only)
+        return _quickstart(args.machine or "epyc", args.markdown_only)
     if args.settings:
         return _settings(args.settings, args.cpu or SETTINGS_CPU, args.markdown_only)
     rows, missing = [], []

@@ -76,3 +76,37 @@ def test_cpu_without_settings_is_an_error(systems, capsys):
     with pytest.raises(SystemExit):
         systems.main(["--cpu", "AMD EPYC"])  # even the default, said without --settings
     assert "--settings" in capsys.readouterr().err
+
+
+def _quickstart_run(command, forward):
+    return {"command": command, "wall_clock_seconds": 725.0, "steps": 5900, "compute_dtype": "bfloat16",
+            "test_mse_x1e4": {"forward": forward, "backward": forward + 0.5}, "mean_frame_mse_x1e4": 100.0,
+            "vpt_median_frames": {"forward": 25, "backward": 25}, "peak_rss_gb": 8.0,
+            "rollout_strips": {"forward": "strip.png"}, "cpu": {"model": "AMD EPYC"}}
+
+
+def test_quickstart_table_reads_one_machines_runs(systems, tmp_path, monkeypatch):
+    monkeypatch.setattr(systems, "RESULTS", tmp_path)
+    monkeypatch.setattr(systems, "QUICKSTART_PENDULUM", {"epyc": (tmp_path / "qs_epyc.json", "default"),
+                                                         "zen4": (tmp_path / "qs_zen4.json", "fixed_kinetic")})
+    (tmp_path / "qs_zen4.json").write_text(json.dumps({"runs": {
+        "default": _quickstart_run("old default", 9.9), "fixed_kinetic": _quickstart_run("new default", 3.97)}}))
+    (tmp_path / "hgn_quickstart_systems_zen4.json").write_text(json.dumps({"runs": {
+        "two_body": _quickstart_run("two_body", 1.0)}}))
+    (tmp_path / "hgn_quickstart_systems_epyc.json").write_text(json.dumps({"runs": {
+        "pendulum": _quickstart_run("epyc pendulum", 17.3)}}))
+    rows, missing = systems.quickstart_rows("zen4")
+    # Pendulum comes from that machine's quick start, under the named run; the rest from its systems file.
+    assert [(r["system"], r["command"], r["test_forward"]) for r in rows] == [
+        ("pendulum", "new default", 3.97), ("two_body", "two_body", 1.0)]
+    assert missing == ["mass_spring", "double_pendulum", "three_body"]
+    # A systems file's own pendulum run wins; another machine's runs never mix in.
+    rows, missing = systems.quickstart_rows("epyc")
+    assert [(r["system"], r["test_forward"]) for r in rows] == [("pendulum", 17.3)]
+    assert "**3.97 / 4.47**" in systems.quickstart_markdown(systems.quickstart_rows("zen4")[0])
+
+
+def test_machine_without_quickstart_is_an_error(systems, capsys):
+    with pytest.raises(SystemExit):
+        systems.main(["--machine", "zen4"])
+    assert "--quickstart" in capsys.readouterr().err
