@@ -17,7 +17,7 @@ prediction).
 `--quickstart` does the same for the default command, `python train_hgn.py --dataset SYSTEM`,
 timed end to end by `bench/hgn_quickstart.py --dataset SYSTEM --name SYSTEM` into
 `bench/results/hgn_quickstart_systems_<machine>.json` (`--machine`: `epyc`, the default, or
-`zen4`; pendulum: the README's quick start on that CPU, `QUICKSTART_PENDULUM`, unless that file
+`zen5`; pendulum: the README's quick start on that CPU, `QUICKSTART_PENDULUM`, unless that file
 has its own run): the table and `bench/results/hgn_quickstart_systems_<machine>.png`.
 
 `--settings SYSTEM` compares every `bench/hgn_quality.py` run of one system measured on one kind
@@ -57,11 +57,11 @@ PYTORCH = {system: figures.get("pytorch_leapfrog_test", figures.get("pytorch_5fr
            for system, figures in PUBLISHED.items()}
 GOAL = {"pendulum": 11.72, "mass_spring": 6.23, "two_body": 6.33, "three_body": 9.80}
 # The default command's runs per kind of CPU (`--machine`): bench/hgn_quickstart.py --dataset S
-# --name S writes hgn_quickstart_systems_<machine>.json; pendulum, unless that file has its own
-# run, is the README's quick start on that CPU (file, run name).
+# --name S writes hgn_quickstart_systems_<machine>.json. Pendulum, unless that file has its own
+# run, is the README's quick start on that CPU (file, run name); None: the file must have it.
 QUICKSTART_PENDULUM = {
     "epyc": (RESULTS / "hgn_quickstart_epyc.json", "default"),  # Zen 3, an earlier default
-    "zen4": (RESULTS / "hgn_quickstart_zen4.json", "fixed_kinetic"),  # today's default (e2dbe05)
+    "zen5": None,  # AMD EPYC Zen 5 (family 26), today's default, all five systems in one file
 }
 
 
@@ -159,7 +159,7 @@ def quickstart_rows(machine: str):
     rows, missing = [], []
     for system in RUNS:
         path, name = systems_file, system
-        if system not in runs and system == "pendulum":
+        if system not in runs and system == "pendulum" and QUICKSTART_PENDULUM[machine] is not None:
             path, name = QUICKSTART_PENDULUM[machine]
         result = (runs if path == systems_file else runs_in(path)).get(name)
         if result is None:

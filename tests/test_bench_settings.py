@@ -104,6 +104,10 @@ def test_quickstart_table_reads_one_machines_runs(systems, tmp_path, monkeypatch
     rows, missing = systems.quickstart_rows("epyc")
     assert [(r["system"], r["test_forward"]) for r in rows] == [("pendulum", 17.3)]
     assert "**3.97 / 4.47**" in systems.quickstart_markdown(systems.quickstart_rows("zen4")[0])
+    # A machine with no separate quick start: its systems file must hold pendulum itself.
+    monkeypatch.setitem(systems.QUICKSTART_PENDULUM, "zen4", None)
+    rows, missing = systems.quickstart_rows("zen4")
+    assert [r["system"] for r in rows] == ["two_body"] and missing[0] == "pendulum"
 
 
 def test_machine_without_quickstart_is_an_error(systems, capsys):

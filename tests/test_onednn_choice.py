@@ -28,3 +28,14 @@ def test_onednn_is_asked_for_and_recorded_unless_the_user_chose():
     assert _child(None) == ("1", "True")
     # A user's explicit choice wins: 0 turns oneDNN off, on this CPU whatever TensorFlow's default.
     assert _child("0") == ("0", "False")
+
+
+def test_cpu_record_tells_apart_cpus_of_one_name(monkeypatch):
+    # /proc/cpuinfo names Zen 3, 4 and 5 EPYCs alike ("AMD EPYC"): the record keeps family and model.
+    fake = {"model name": "AMD EPYC", "cpu family": "26", "model": "2", "flags": "avx avx2 fma avx512f avx512_bf16"}
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: fake)
+    record = cpu.describe()
+    assert (record["model"], record["family"], record["model_number"]) == ("AMD EPYC", "26", "2")
+    assert record["flags"] == ["avx", "avx2", "fma", "avx512f", "avx512_bf16"] and record["native_bfloat16"]
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: {})  # no /proc/cpuinfo: nothing invented
+    assert cpu.describe()["family"] is None and cpu.describe()["model_number"] is None
