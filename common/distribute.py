@@ -174,23 +174,20 @@ def without_time_budget(parser: argparse.ArgumentParser, args: argparse.Namespac
     worker at its own step (and the others would wait for it forever), so a `--max-train-minutes`
     given on the command line is refused, and one from the preset (or the resumed run) is
     dropped with a note on stderr: the run trains all its `--steps`. A schedule paced by time
-    (HGN's `--pace time`) follows that budget: from a preset it becomes step-paced (with the
-    note); given on the command line, or saved in a resumed run, it is refused."""
+    (HGN's `--pace time`) is refused: it follows that budget."""
     if args.strategy != "multi_worker" or not config.max_train_minutes:
         return config
     if given(args, "max_train_minutes"):
         parser.error("--max-train-minutes cannot be used with --strategy multi_worker (each worker would stop at "
                      "its own time); use --steps")
-    paced = getattr(config, "pace", "steps") == "time"
-    if paced and (given(args, "pace") or getattr(args, "resume", False)):
+    if getattr(config, "pace", "steps") == "time":
         parser.error("--pace time follows the wall-clock budget, which --strategy multi_worker cannot use (each "
                      "worker would stop at its own time): train or resume this run under --strategy default or "
                      "mirrored")
     print(f"note: --strategy multi_worker trains all {config.steps:,} --steps: the {config.max_train_minutes:g}-minute "
-          "budget of the preset (or the resumed run) is dropped, as each worker would stop at its own time"
-          + (", and the preset's schedule follows the steps, not that budget (--pace steps)" if paced else ""),
+          "budget of the preset (or the resumed run) is dropped, as each worker would stop at its own time",
           file=sys.stderr)
-    return dataclasses.replace(config, max_train_minutes=None, **({"pace": "steps"} if paced else {}))
+    return dataclasses.replace(config, max_train_minutes=None)
 
 
 def shard(strategy: tf.distribute.Strategy, value):

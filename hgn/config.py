@@ -196,8 +196,7 @@ class HGNConfig:
         one_of(self, "decay", ("none", "cosine"))
         one_of(self, "pace", PACES)
         if self.pace == "time" and not self.max_train_minutes:
-            raise ValueError("--pace time (the quick preset's) needs --max-train-minutes: the schedule follows that "
-                             "budget; to train all --steps with no budget, give --pace steps too")
+            raise ValueError("--pace time needs --max-train-minutes: the schedule follows that budget")
         if not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ValueError(f"--final-lr-fraction must be in [0, 1], got {self.final_lr_fraction}")
         if self.input_frames > self.window:
@@ -271,17 +270,13 @@ PRESETS: Dict[str, HGNConfig] = {
     # The default: the CPU recipe within 15 minutes on 2 cores, data generation and evaluation
     # included (at most 10.5 minutes of training), with the sub-pixel decoder: its steps cost
     # less than half as much in float32, which is what a CPU without native bfloat16 runs.
-    # 6,000 steps, paced by time: where 6,000 steps fit in the 10.5 minutes (the Zen 5 EPYC; the
-    # Zen 4 made 5,951) the schedule follows the steps as before, or nearly; on a slower CPU the
-    # curriculum and the cosine decay follow the budget instead and end with it, not cut off
-    # part-way. Measured on
-    # the Zen 5 (bench/results/hgn_quickstart_zen5_steps.json) with the budget shortened to 3.5
-    # minutes, a CPU about 3x slower: step-paced 13.68 / 12.74, time-paced 7.91 / 11.12 (10,000
-    # steps) and PACED6000 (6,000). More steps help a CPU that completes them (10,000 steps in
-    # 10.2 minutes on the Zen 5: 2.89 / 3.25 and 2.91 / 3.22 against 3.57 / 3.73 and 3.36 / 3.68
-    # for 6,000), but time-paced over a budget that completes 5,444 of them they scored
-    # 4.32 / 4.66, below 6,000 completed steps: `--steps 10000` is for a fast CPU, not the default.
-    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=6_000, max_train_minutes=10.5, pace="time",
+    # 6,000 steps: more than the CPUs measured here complete in the 10.5 minutes, so the budget
+    # ends the run and a faster CPU learns more (the learned-K recipe's 3,600-step cap ended the
+    # Zen 4's run after 7.9 minutes once the split step ran as one pass). A budget that stops the
+    # cosine decay part-way costs less than a cap that stops training early: on the Zen 4,
+    # 2,494 steps of a 3,600-step decay scored 14.11 / 15.21, 2,600 of a 2,600-step one
+    # 16.9 / 18.7 (bench/results/hgn_quickstart_zen4.json).
+    "quick": HGNConfig(**_CPU_RECIPE, decoder="subpixel", steps=6_000, max_train_minutes=10.5,
                        curve_every_minutes=2.0),
     # The same recipe for the quality run: 8,000 steps, the decay ending with them (120 minutes
     # is only a cap). The learned-K recipe's 4,200 steps scored 4.85 / 7.47 after 36 minutes on one
