@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import keras
@@ -236,9 +235,11 @@ def test_time_paced_run_feeds_its_clock_to_the_schedule_and_resumes_it(arrays, t
     manager = training.checkpoint_manager(resumed, tmp_path)
     training.restore_latest(resumed, manager, required=True)
     assert float(resumed.train_seconds.numpy()) == pytest.approx(spent)  # checkpointed
-    began = time.monotonic()
+    # The resumed clock continues from the model's restored seconds. Set 15 minutes ahead (no run
+    # of this size spends that; still inside its 30-minute budget), the clock must end above it;
+    # one restarted at 0 would end far below.
+    # (Comparing against this call's own duration instead failed on a fast CPU, where the first
+    # run's seconds were fewer than the resumed call's compile and evaluation took.)
+    resumed.train_seconds.assign(spent + 900.0)
     training.train(resumed, _dataset(arrays), tmp_path, manager=manager, verbose=0)
-    took = time.monotonic() - began
-    # The clock continued from the checkpoint's seconds: more than this call's whole duration
-    # (a clock restarted at 0 reads less than that at its last batch).
-    assert int(resumed.train_steps.numpy()) == 8 and float(resumed.train_seconds.numpy()) > took
+    assert int(resumed.train_steps.numpy()) == 8 and float(resumed.train_seconds.numpy()) > spent + 900.0
