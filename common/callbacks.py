@@ -110,8 +110,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class TrainingClock:
-    """Wall-clock seconds spent training, excluding the pauses callbacks declare (e.g. test-curve
-    evaluations add their duration to `paused`)."""
+    """Wall-clock seconds spent training, excluding the pauses callbacks declare (test-curve
+    evaluations and, through `ExcludeCompilation`, compilation add their duration to `paused`)."""
 
     def __init__(self):
         self.start = time.monotonic()
@@ -119,6 +119,36 @@ class TrainingClock:
 
     def seconds(self) -> float:
         return time.monotonic() - self.start - self.paused
+
+
+class ExcludeCompilation(keras.callbacks.Callback):
+    """Leaves the start of each `fit` call out of `clock`, up to the end of its first batch: the
+    training step's tracing and compilation (again after a resume or a rollback) and the input
+    pipeline's start. A time budget, and a schedule paced by it, then count training steps only,
+    on any CPU, whatever its compiler takes. Put it first among the callbacks that read the clock."""
+
+    def __init__(self, clock: TrainingClock):
+        super().__init__()
+        self.clock = clock
+        self._since: Optional[float] = None
+        self._first = False
+
+    def _pause(self) -> None:
+        now = time.monotonic()
+        self.clock.paused += now - self._since
+        self._since = now
+
+    def on_train_begin(self, logs=None):
+        self._since, self._first = time.monotonic(), True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._first:
+            self._pause()  # set-up before the first batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._first:
+            self._pause()  # the first batch: tracing and compilation
+            self._first = False
 
 
 class TimeBudget(keras.callbacks.Callback):

@@ -30,8 +30,8 @@ import tensorflow as tf
 
 from common import distribute
 # StepCheckpoint, NonFiniteGuard and the others lived here before moving to common.callbacks.
-from common.callbacks import (ClockVariable, NonFiniteGuard, ScalarLogger, StepCheckpoint, TimeBudget,  # noqa: F401
-                              TrainingClock, fit_with_rollbacks)
+from common.callbacks import (ClockVariable, ExcludeCompilation, NonFiniteGuard, ScalarLogger,  # noqa: F401
+                              StepCheckpoint, TimeBudget, TrainingClock, fit_with_rollbacks)
 from common.runs import HISTORY_FILE, atomic_write_json, load_history, restore_newest_readable
 from common.schedules import ScaledSchedule, warmup_cosine
 from hgn.config import HGNConfig
@@ -239,6 +239,7 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
         logger = ScalarLogger(records.run_dir / LOG_DIR, every=max(1, min(50, c.checkpoint_every)),
                               history=records.history) if chief else None
         return [
+            ExcludeCompilation(records.clock),  # first: the clock's readers below see its pause
             *([TestCurve(curve_frames, c.curve_every_minutes, records.clock, records.curve, logger.writer)]
               if chief and curve_frames is not None and c.curve_every_minutes else []),
             checkpointer,

@@ -39,7 +39,8 @@ import numpy as np
 import tensorflow as tf
 
 from common import distribute
-from common.callbacks import ScalarLogger, TimeBudget, TrainingClock, fit_with_rollbacks, write_scalar
+from common.callbacks import (ExcludeCompilation, ScalarLogger, TimeBudget, TrainingClock, fit_with_rollbacks,
+                              write_scalar)
 from common.runs import HISTORY_FILE, RunError, atomic_write_json, load_history, restore_newest_readable
 from common.schedules import ScaledSchedule, warmup_cosine
 from data import samples as samples_lib
@@ -307,7 +308,7 @@ def train(run: Run, run_dir, progress: int = 1,
                           reset_metrics=True)
 
     def callbacks(checkpointer):
-        return [stats, logger, *([QuickEvaluation(run, history, logger.writer, c.eval_every)] if chief else []),
+        return [ExcludeCompilation(clock), stats, logger, *([QuickEvaluation(run, history, logger.writer, c.eval_every)] if chief else []),
                 checkpointer, *([TimeBudget(c.max_train_minutes, clock)] if c.max_train_minutes else []),
                 *(extra_callbacks or [])]
 

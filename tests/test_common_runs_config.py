@@ -143,3 +143,27 @@ def test_console_quiet_drops_only_the_listed_library_notices(caplog):
         assert [r.getMessage() for r in caplog.records] == [noise]
     finally:
         console.quiet(False)
+
+
+def test_training_clock_leaves_out_each_fit_calls_set_up_and_first_batch():
+    import time
+
+    from common.callbacks import ExcludeCompilation, TrainingClock
+
+    clock = TrainingClock()
+    exclude = ExcludeCompilation(clock)
+
+    def fit_call(set_up, first, later):  # what Keras calls, with sleeps standing in for the work
+        exclude.on_train_begin()
+        time.sleep(set_up)
+        for batch, seconds in enumerate([first, later]):
+            exclude.on_train_batch_begin(batch)
+            time.sleep(seconds)
+            exclude.on_train_batch_end(batch)
+
+    fit_call(0.2, 0.4, 0.1)  # set-up, then a first batch that compiles
+    # Only the later batch counts (tolerance: the callbacks' own time, and sleeps that overrun).
+    assert clock.paused >= 0.6 and 0.1 <= clock.seconds() < 0.3
+    counted = clock.seconds()
+    fit_call(0.0, 0.4, 0.1)  # a resume or rollback compiles again: left out again
+    assert clock.paused >= 1.0 and 0.1 <= clock.seconds() - counted < 0.3
