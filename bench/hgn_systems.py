@@ -317,7 +317,7 @@ def _quickstart(machine: str, markdown_only: bool) -> int:
     if missing:
         print(f"missing: {', '.join(missing)}", file=sys.stderr)
     if not markdown_only:
-        out = RESULTS / f"hgn_quickstart_systems_{machine}"
+        out = quickstart_file(machine).with_suffix("")
         out.with_suffix(".table.json").write_text(json.dumps({"rows": rows, "missing": missing}, indent=2) + "\n")
         strips(rows, out.with_suffix(".png"), files=[ROOT / r["strip"] for r in rows])
         print(f"wrote {out.with_suffix('.table.json')} and {out.with_suffix('.png')}")
