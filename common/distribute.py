@@ -174,20 +174,25 @@ def without_time_budget(parser: argparse.ArgumentParser, args: argparse.Namespac
     worker at its own step (and the others would wait for it forever), so a `--max-train-minutes`
     given on the command line is refused, and one from the preset (or the resumed run) is
     dropped with a note on stderr: the run trains all its `--steps`. A schedule paced by time
-    (HGN's `--pace time`) is refused: it follows that budget."""
+    (HGN's `--pace time`) follows that budget: the preset's is dropped with it (the schedule then
+    follows the steps), and one given on the command line, or a resumed run's (its checkpoint
+    holds the clock), is refused."""
     if args.strategy != "multi_worker" or not config.max_train_minutes:
         return config
     if given(args, "max_train_minutes"):
         parser.error("--max-train-minutes cannot be used with --strategy multi_worker (each worker would stop at "
                      "its own time); use --steps")
+    changes, paced = {"max_train_minutes": None}, ""
     if getattr(config, "pace", "steps") == "time":
-        parser.error("--pace time follows the wall-clock budget, which --strategy multi_worker cannot use (each "
-                     "worker would stop at its own time): train or resume this run under --strategy default or "
-                     "mirrored")
+        if given(args, "pace") or getattr(args, "resume", False):
+            parser.error("--pace time follows the wall-clock budget, which --strategy multi_worker cannot use (each "
+                         "worker would stop at its own time): train or resume this run under --strategy default or "
+                         "mirrored")
+        changes["pace"], paced = "steps", " (and the schedule follows the steps, not that budget)"
     print(f"note: --strategy multi_worker trains all {config.steps:,} --steps: the {config.max_train_minutes:g}-minute "
-          "budget of the preset (or the resumed run) is dropped, as each worker would stop at its own time",
+          f"budget of the preset (or the resumed run) is dropped{paced}, as each worker would stop at its own time",
           file=sys.stderr)
-    return dataclasses.replace(config, max_train_minutes=None)
+    return dataclasses.replace(config, **changes)
 
 
 def shard(strategy: tf.distribute.Strategy, value):

@@ -88,8 +88,11 @@ def test_multi_worker_drops_a_preset_time_budget_and_refuses_a_given_one(monkeyp
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
     config = hgn_cli._resolve(["--dataset", "pendulum", "--strategy", "multi_worker"])[1]
-    assert config.max_train_minutes is None and config.steps == PRESETS["quick"].steps
-    assert "the 10.5-minute budget of the preset (or the resumed run) is dropped" in capsys.readouterr().err
+    # The preset's schedule is paced by its budget: that goes with it.
+    assert PRESETS["quick"].pace == "time"
+    assert config.max_train_minutes is None and config.steps == PRESETS["quick"].steps and config.pace == "steps"
+    assert ("the 10.5-minute budget of the preset (or the resumed run) is dropped (and the schedule follows the "
+            "steps, not that budget)") in capsys.readouterr().err
     assert hgn_cli._resolve(["--dataset", "pendulum"])[1].max_train_minutes == 10.5  # kept without multi_worker
     for resolve in (hgn_cli._resolve, nhf_cli._resolve):
         with pytest.raises(SystemExit) as info:
