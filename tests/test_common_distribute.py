@@ -1,4 +1,5 @@
 """Strategy selection (common/distribute.py): default, mirrored over logical CPUs, multi-worker."""
+import dataclasses
 import json
 import os
 import socket
@@ -75,6 +76,28 @@ def test_multi_worker_without_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs the TF_CONFIG"):
         distribute.make_strategy("multi_worker")
+
+
+def test_multi_worker_refuses_to_resume_a_time_paced_run(monkeypatch, capsys, tmp_path):
+    """A resumed run's checkpoint holds its paced clock: dropping the pacing would change the
+    checkpoint's layout, so it is refused, not dropped as a fresh run's preset pacing is."""
+    from common.config import to_dict
+    from hgn import cli as hgn_cli
+    from hgn.config import PRESETS
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    for pace, refused in (("time", True), ("steps", False)):
+        saved = to_dict(dataclasses.replace(PRESETS["quick"], pace=pace))
+        (tmp_path / "config.json").write_text(json.dumps({"dataset": "pendulum", "config": saved}))
+        argv = ["--resume", "--run-dir", str(tmp_path), "--strategy", "multi_worker"]
+        if refused:
+            with pytest.raises(SystemExit) as info:
+                hgn_cli._resolve(argv)
+            assert info.value.code == 2 and "--pace time follows the wall-clock budget" in capsys.readouterr().err
+        else:  # a step-paced run's budget is dropped, as before
+            config = hgn_cli._resolve(argv)[1]
+            assert config.max_train_minutes is None and config.pace == "steps"
 
 
 def test_multi_worker_drops_a_preset_time_budget_and_refuses_a_given_one(monkeypatch, capsys):
