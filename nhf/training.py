@@ -308,7 +308,8 @@ def train(run: Run, run_dir, progress: int = 1,
                           reset_metrics=True)
 
     def callbacks(checkpointer):
-        return [ExcludeCompilation(clock), stats, logger, *([QuickEvaluation(run, history, logger.writer, c.eval_every)] if chief else []),
+        return [ExcludeCompilation(clock),  # first: the budget below sees its pause
+                stats, logger, *([QuickEvaluation(run, history, logger.writer, c.eval_every)] if chief else []),
                 checkpointer, *([TimeBudget(c.max_train_minutes, clock)] if c.max_train_minutes else []),
                 *(extra_callbacks or [])]
 
