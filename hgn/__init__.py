@@ -37,6 +37,7 @@ _NAMES = {
     "build_encoder": "hgn.networks",
     "build_energy_nets": "hgn.networks",
     "build_transformer": "hgn.networks",
+    "upsample_conv": "hgn.networks",
     "build_model": "hgn.training",
     "checkpoint_manager": "hgn.training",
     "restore_latest": "hgn.training",

@@ -1,0 +1,151 @@
+"""The decoders' x2 nearest upsampling folded into the 3x3 conv that reads it (`upsample_conv`).
+
+The fold must compute exactly what the layers compute one after the other (up to float32
+round-off): the same outputs and the same gradients for the input and for every weight, in every
+execution mode, for every decoder that uses it.
+"""
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hgn import PRESETS, networks
+
+# float32 round-off: the fold sums up to four taps before they multiply, a different order of
+# the same sums. Relative to the largest magnitude of each compared tensor.
+RTOL = 2e-6
+
+
+def _assert_close(ours, reference, rtol=RTOL):
+    for a, b in zip(ours, reference):
+        scale = float(tf.reduce_max(tf.abs(b)))
+        assert scale > 0.0
+        err = float(tf.reduce_max(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))) / scale
+        assert err <= rtol, err
+
+
+def _upsample_conv_and_reference(x, conv, mode):
+    """Outputs and gradients (input, kernel, bias) of the fold and of upsampling then `conv`."""
+    up = keras.layers.UpSampling2D(2, interpolation="nearest")
+    weight = tf.random.stateless_normal([*x.shape[:1], 2 * x.shape[1], 2 * x.shape[2], conv.filters], seed=[3, 0])
+
+    def run(fn):
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x)
+                loss = tf.reduce_sum(y * weight)  # a different upstream gradient per output element
+            return (y, *tape.gradient(loss, [x, conv.kernel, conv.bias]))
+        if mode != "eager":
+            step = tf.function(step, jit_compile=mode == "jit")
+        return step(x)
+
+    return run(lambda x: networks.upsample_conv(x, conv)), run(lambda x: conv(up(x)))
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+def test_upsample_conv_equals_the_conv_of_the_upsampled_map(mode):
+    # Odd, non-square maps: every border phase and both padding sides are exercised.
+    x = tf.random.stateless_normal([2, 5, 3, 4], seed=[1, 0])
+    conv = keras.layers.Conv2D(6, 3, padding="same", activation=networks._leaky_relu_02)
+    conv.build(x.shape)
+    conv.bias.assign(tf.random.stateless_normal([6], seed=[2, 0]))  # a zero bias would hide its gradient
+    ours, reference = _upsample_conv_and_reference(x, conv, mode)
+    assert ours[0].shape == (2, 10, 6, 6)
+    _assert_close(ours, reference)
+
+
+def test_upsample_conv_check_has_teeth(monkeypatch):
+    # The same check fails if two output phases trade kernels.
+    x = tf.random.stateless_normal([2, 5, 3, 4], seed=[1, 0])
+    conv = keras.layers.Conv2D(6, 3, padding="same")
+    conv.build(x.shape)
+    phase_kernels = networks._phase_kernels
+    monkeypatch.setattr(networks, "_phase_kernels", lambda k: [phase_kernels(k)[i] for i in (1, 0, 2, 3)])
+    ours, reference = _upsample_conv_and_reference(x, conv, "eager")
+    with pytest.raises(AssertionError):
+        _assert_close(ours[:1], reference[:1])
+
+
+def test_only_3x3_same_stride_1_convs_are_fused():
+    conv = keras.layers.Conv2D
+    assert networks.fusable_upsample_conv(conv(8, 3, padding="same"))
+    assert not networks.fusable_upsample_conv(conv(8, 3, padding="valid"))
+    assert not networks.fusable_upsample_conv(conv(8, 3, strides=2, padding="same"))
+    assert not networks.fusable_upsample_conv(conv(8, 4, padding="same"))
+    assert not networks.fusable_upsample_conv(conv(8, 3, padding="same", dilation_rate=2))
+    assert not networks.fusable_upsample_conv(keras.layers.Dense(8))
+    assert not networks.fusable_upsample_conv(None)
+
+
+def _layer_by_layer(decoder, q):
+    """The decoder as its layers compute one after the other: upsampling materialised, the
+    residual block's 1x1 projection after it (as the PyTorch re-implementation orders them)."""
+    up = keras.layers.UpSampling2D(2, interpolation="nearest")
+    x = q
+    for layer in decoder.layers:
+        if isinstance(layer, networks.ResidualUpsample):
+            u = up(x)
+            residual = layer.skip(u) if layer.skip is not None else u
+            h = networks.leaky_relu(layer.conv1(u), 0.01)
+            h = networks.leaky_relu(layer.conv2(h), 0.01)
+            x = tf.sigmoid(h + residual)
+        else:
+            x = layer(x)
+    return x
+
+
+@pytest.mark.parametrize("decoder, latent, folds", [
+    ("upsample", "spatial", 3),   # the paper's decoder: every block's first conv
+    ("subpixel", "vector", 2),    # the CPU recipe's: both half-resolution blocks
+    ("residual", "spatial", 3),   # the PyTorch re-implementation's blocks
+])
+def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, decoder, latent, folds):
+    config = dataclasses.replace(PRESETS["tiny"], decoder=decoder, latent=latent, decoder_depth=2)
+    keras.utils.set_random_seed(7)
+    dec = networks.build_decoder(config)
+    q_shape = [3, config.state_channels] if latent == "vector" else [3, 4, 4, config.state_channels]
+    q = tf.random.stateless_normal(q_shape, seed=[5, 0])
+    dec(q)
+    for v in dec.trainable_variables:  # non-zero biases, so that each bias gradient is checked too
+        v.assign(v + 0.1 * tf.random.stateless_normal(v.shape, seed=[6, len(v.path)]))
+    calls = []
+    fold = networks.upsample_conv
+    monkeypatch.setattr(networks, "upsample_conv", lambda *a, **k: calls.append(1) or fold(*a, **k))
+
+    def outputs_and_grads(fn):
+        with tf.GradientTape() as tape:
+            y = fn(q)
+            weight = tf.reshape(tf.linspace(-1.0, 1.0, int(np.prod(y.shape))), y.shape)
+            loss = tf.reduce_sum(y * weight)  # a different upstream gradient per output element
+        return [y, *tape.gradient(loss, dec.trainable_variables)]
+
+    ours = outputs_and_grads(dec)
+    assert len(calls) == folds
+    reference = outputs_and_grads(lambda q: _layer_by_layer(dec, q))
+    assert all(g is not None for g in ours[1:]) and len(ours) == len(reference)
+    # Deeper than one conv, and the bias gradients sum thousands of terms of both signs: 5e-5
+    # (measured up to 1.3e-5; a wrong phase kernel is off by O(1), see the test above).
+    _assert_close(ours, reference, rtol=5e-5)
+
+
+def test_bench_counts_the_folded_convs_executed_work(load_bench, monkeypatch):
+    # bench/hgn_throughput.py reports the model's FLOPs (the measure of equal work against the
+    # PyTorch code) and what the folded decoder executes. Counted by hand for `tiny`'s paper
+    # decoder (q 4x4x4, width 8, depth 1; multiply-adds per frame): three blocks whose conv reads
+    # an upsampled map, then the last 3x3 conv to 3 channels at 32x32.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))  # its sibling cpu_ceiling
+    throughput = load_bench("hgn_throughput")
+    keras.utils.set_random_seed(8)
+    dec = networks.build_decoder(PRESETS["tiny"])
+    dec(tf.zeros([1, 4, 4, PRESETS["tiny"].state_channels]))
+    folded = [8 * 8 * 9 * 4 * 8, 16 * 16 * 9 * 8 * 8, 32 * 32 * 9 * 8 * 8]
+    last = 32 * 32 * 9 * 8 * 3
+    model, shape = throughput._stack_flops(dec.layers, (4, 4, 4))
+    executed, _ = throughput._stack_flops(dec.layers, (4, 4, 4), executed=True)
+    assert shape == (32, 32, 3)
+    assert model == 2 * (sum(folded) + last)
+    assert executed == 2 * (sum(folded) * 16 / 36 + last)
