@@ -8,7 +8,8 @@ Settings: the `paper` preset and the `pytorch` preset (the CampusAI re-implement
 5 input frames, 30-frame rollouts, 32x32, leapfrog, joint H), each with
 `--variants` among xla_fp32, graph_fp32 (tf.function without XLA, oneDNN kernels), xla_bf16 and
 graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32),
-graph_bf16_fused (graph_bf16 with only the latent leapfrog rollout XLA-compiled) and
+graph_fp32_fused and graph_bf16_fused (graph_fp32 and graph_bf16 with only the latent leapfrog
+rollout XLA-compiled) and
 graph_bf16_chunked (graph_bf16 decoding the window in `--decoder-chunks` chunks under
 tf.recompute_grad: less peak memory for one extra decoder forward pass). Every other variant
 decodes in one batched call (decoder_chunks=1), whatever the preset says.
@@ -56,7 +57,7 @@ PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1
                   "see bench/hgn_vs_pytorch.py for a side-by-side run)"}
 VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
-            "graph_bf16_fused": (False, "bfloat16", True),
+            "graph_fp32_fused": (False, "float32", True), "graph_bf16_fused": (False, "bfloat16", True),
             "graph_bf16_chunked": (False, "bfloat16", False, True)}  # (jit, dtype, fused rollout, chunked decoder)
 # decoder_chunks of the chunked variant (--decoder-chunks). pytorch graph_bf16, idle machine, five runs
 # each: k = 1: 1.55 GiB peak at 9.5 samples/s (median); k = 4: 1.37 GiB at 8.5 (one extra decoder forward
