@@ -55,8 +55,17 @@ def cpu_flags() -> FrozenSet[str]:
     return frozenset(_cpuinfo().get("flags", "").split())
 
 
+# oneDNN instruction-set caps (`ONEDNN_MAX_CPU_ISA`) that leave it no bfloat16 dot product.
+_ONEDNN_ISAS_WITHOUT_BFLOAT16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                                           "AVX512_CORE_VNNI"})
+
+
 def native_bfloat16() -> bool:
-    """True where the CPU computes bfloat16 matmuls/convolutions in hardware (AMX or AVX-512 BF16)."""
+    """True where bfloat16 matmuls/convolutions run in hardware: the CPU has AMX or AVX-512 BF16 and
+    `ONEDNN_MAX_CPU_ISA` does not cap oneDNN below them (as `ISA_ENV["avx2"]` does to emulate an
+    AVX2-only CPU, where `auto` must then pick float32 as it would there)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in _ONEDNN_ISAS_WITHOUT_BFLOAT16:
+        return False
     return any(flag in cpu_flags() for flag in BFLOAT16_FLAGS)
 
 
@@ -95,4 +104,7 @@ def describe() -> Dict[str, object]:
         "native_bfloat16": native_bfloat16(),
         # What this process asked TensorFlow for (None: TensorFlow's own choice, off on AVX2-only CPUs).
         "tf_enable_onednn_opts": os.environ.get(ONEDNN_ENV),
+        # Instruction-set caps in force (ISA_ENV's variables): {} runs the CPU's own code paths.
+        "isa_cap": {name: os.environ[name] for name in sorted({n for env in ISA_ENV.values() for n in env})
+                    if name in os.environ},
     }

@@ -39,3 +39,23 @@ def test_cpu_record_tells_apart_cpus_of_one_name(monkeypatch):
     assert record["flags"] == ["avx", "avx2", "fma", "avx512f", "avx512_bf16"] and record["native_bfloat16"]
     monkeypatch.setattr(cpu, "_cpuinfo", lambda: {})  # no /proc/cpuinfo: nothing invented
     assert cpu.describe()["family"] is None and cpu.describe()["model_number"] is None
+
+
+def test_an_isa_cap_below_bfloat16_is_recorded_and_makes_auto_pick_float32(monkeypatch):
+    # The AVX2 emulation of ISA_ENV on a CPU with AVX-512 BF16: oneDNN may not use bfloat16
+    # instructions, so `auto` picks float32 as on a real AVX2-only CPU, and the record says so.
+    fake = {"model name": "AMD EPYC", "flags": "avx avx2 fma avx512f avx512_bf16"}
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: fake)
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "XLA_FLAGS"):
+        monkeypatch.delenv(name, raising=False)
+    assert cpu.native_bfloat16() and cpu.resolve_compute_dtype("auto") == "bfloat16"
+    assert cpu.describe()["isa_cap"] == {}
+    for name, value in cpu.ISA_ENV["avx2"].items():
+        monkeypatch.setenv(name, value)
+    assert not cpu.native_bfloat16() and cpu.resolve_compute_dtype("auto") == "float32"
+    assert cpu.describe()["isa_cap"] == cpu.ISA_ENV["avx2"]
+    # A cap that keeps bfloat16 (oneDNN's names, any case) leaves the choice to the CPU.
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert cpu.native_bfloat16()
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: {"flags": "avx avx2 fma"})
+    assert not cpu.native_bfloat16()
