@@ -193,9 +193,11 @@ def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None) -> tf.Tens
     (`_phase_kernels`), interleaved by depth-to-space: 16 multiply-adds per input pixel and
     channel pair instead of 36, with the same parameters, outputs and gradients (up to float
     round-off: the taps are summed before they multiply). The zero padding of the upsampled map
-    is the zero padding of `x`. Bias and activation (default `conv.activation`; elementwise, so
-    they commute with the interleaving) are applied per phase, where oneDNN fuses them into the
-    conv. Runs in `conv`'s compute dtype, the taps summed in float32.
+    is the zero padding of `x`. The bias is added per phase (oneDNN fuses it into the conv); the
+    activation (default `conv.activation`) after the interleaving, so that the backward pass keeps
+    one full-resolution tensor, as the unfolded conv does (applied per phase, the phases'
+    activations and their interleaved copy were both kept: 2.70 -> 3.65 GiB peak for `hgnpp`).
+    Runs in `conv`'s compute dtype, the taps summed in float32.
     """
     dtype = conv.compute_dtype
     activation = activation or conv.activation
@@ -205,10 +207,9 @@ def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None) -> tf.Tens
     phases = []
     for (r, s), kernel in zip([(0, 0), (0, 1), (1, 0), (1, 1)], kernels):
         y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1 - r, r], [1 - s, s], [0, 0]]), tf.cast(kernel, dtype), 1, "VALID")
-        if bias is not None:
-            y = tf.nn.bias_add(y, bias)
-        phases.append(activation(y) if activation is not None else y)
-    return tf.nn.depth_to_space(tf.concat(phases, -1), 2)
+        phases.append(tf.nn.bias_add(y, bias) if bias is not None else y)
+    y = tf.nn.depth_to_space(tf.concat(phases, -1), 2)
+    return activation(y) if activation is not None else y
 
 
 def _upsample(x: tf.Tensor) -> tf.Tensor:
