@@ -90,15 +90,15 @@ def _stack_flops(layers, in_shape, executed: bool = False):
     import keras
     import numpy as np
 
-    from hgn.networks import fusable_upsample_conv
+    from hgn.networks import folds_into
 
     total = 0
     shape = tuple(in_shape)
-    upsampled = False
+    previous = None
     for layer in layers:
         if isinstance(layer, keras.layers.Conv2D):
             f, shape = _conv_flops(layer, shape)
-            total += f * (FOLDED_FRACTION if executed and upsampled and fusable_upsample_conv(layer) else 1)
+            total += f * (FOLDED_FRACTION if executed and folds_into(previous, layer) else 1)
         elif hasattr(layer, "conv1"):  # ResidualUpsample
             shape = (shape[0] * 2, shape[1] * 2, shape[2])
             folded = {id(layer.conv1): FOLDED_FRACTION, id(layer.skip): 0.25} if executed else {}
@@ -122,7 +122,7 @@ def _stack_flops(layers, in_shape, executed: bool = False):
         elif hasattr(layer, "block_size"):  # DepthToSpace
             b = layer.block_size
             shape = (shape[0] * b, shape[1] * b, shape[2] // (b * b))
-        upsampled = isinstance(layer, keras.layers.UpSampling2D)
+        previous = layer
     return total, shape
 
 

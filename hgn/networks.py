@@ -185,6 +185,12 @@ def fusable_upsample_conv(layer) -> bool:
             and layer.padding == "same" and layer.groups == 1 and layer.data_format == "channels_last")
 
 
+def folds_into(upsampling, conv) -> bool:
+    """Whether `Decoder` runs the layer `upsampling` then the layer `conv` as one `upsample_conv`."""
+    return (isinstance(upsampling, layers.UpSampling2D) and tuple(upsampling.size) == (2, 2)
+            and upsampling.interpolation == "nearest" and fusable_upsample_conv(conv))
+
+
 def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None) -> tf.Tensor:
     """`activation(conv(UpSampling2D(2, interpolation="nearest")(x)))` for a built 3x3 SAME
     stride-1 `conv`, computed on the low-resolution map: `[B, h, w, C_in]` -> `[B, 2h, 2w, C_out]`.
@@ -241,7 +247,7 @@ class ResidualUpsample(keras.layers.Layer):
 
     def call(self, x):
         h = upsample_conv(x, self.conv1, activation=_leaky_relu_001)
-        h = leaky_relu(self.conv2(h), 0.01)
+        h = _leaky_relu_001(self.conv2(h))
         return tf.sigmoid(h + _upsample(self.skip(x) if self.skip is not None else x))
 
 
@@ -268,8 +274,7 @@ class Decoder(keras.Sequential):
         while i < len(stack):
             layer = stack[i]
             following = stack[i + 1] if i + 1 < len(stack) else None
-            if (isinstance(layer, layers.UpSampling2D) and layer.size == (2, 2)
-                    and layer.interpolation == "nearest" and fusable_upsample_conv(following)):
+            if folds_into(layer, following):
                 x = upsample_conv(x, following)
                 i += 2
             else:
