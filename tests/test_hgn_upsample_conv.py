@@ -110,8 +110,10 @@ def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, deco
     q_shape = [3, config.state_channels] if latent == "vector" else [3, 4, 4, config.state_channels]
     q = tf.random.stateless_normal(q_shape, seed=[5, 0])
     dec(q)
-    for v in dec.trainable_variables:  # non-zero biases, so that each bias gradient is checked too
-        v.assign(v + 0.1 * tf.random.stateless_normal(v.shape, seed=[6, len(v.path)]))
+    # Non-zero biases, so that each bias gradient is checked too; seeded by position, not by the
+    # variable's path, whose layer numbers depend on the tests that ran before in this process.
+    for i, v in enumerate(dec.trainable_variables):
+        v.assign(v + 0.1 * tf.random.stateless_normal(v.shape, seed=[6, i]))
     calls = []
     fold = networks.upsample_conv
     monkeypatch.setattr(networks, "upsample_conv", lambda *a, **k: calls.append(1) or fold(*a, **k))
@@ -127,9 +129,11 @@ def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, deco
     assert len(calls) == folds
     reference = outputs_and_grads(lambda q: _layer_by_layer(dec, q))
     assert all(g is not None for g in ours[1:]) and len(ours) == len(reference)
-    # Deeper than one conv, and the bias gradients sum thousands of terms of both signs: 5e-5
-    # (measured up to 1.3e-5; a wrong phase kernel is off by O(1), see the test above).
-    _assert_close(ours, reference, rtol=5e-5)
+    # Deeper than one conv, and the gradients sum thousands of terms of both signs, so round-off
+    # relative to the largest element varies with the weights: up to 5.9e-5 over 8 seeds of each
+    # decoder (7.0e-5 once in CI, with weights then seeded by layer name). 5e-4 keeps a margin; a
+    # wrong phase kernel is off by O(1) (see the test above).
+    _assert_close(ours, reference, rtol=5e-4)
 
 
 def test_bench_counts_the_folded_convs_executed_work(load_bench, monkeypatch):
