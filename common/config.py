@@ -185,6 +185,24 @@ def config_parser(config_cls: Type[C], presets: Mapping[str, C], default_preset:
     return parser
 
 
+def flag_table(parser: argparse.ArgumentParser) -> str:
+    """`parser`'s arguments as a Markdown table, group by group in the order `--help` lists them:
+    the flag (or positional name) and its help text, which ends in the default. The README's flag
+    reference is this table for each program (`python3 dev.py flags` writes it; a test compares)."""
+    lines = ["| flag | what it sets |", "|---|---|"]
+    for group in parser._action_groups:
+        actions = [a for a in group._group_actions
+                   if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+        if not actions:
+            continue
+        lines.append(f"| **{group.title}** | |")
+        for action in actions:
+            names = action.option_strings or [action.metavar or action.dest]
+            text = " ".join((action.help or "").split()).replace("|", "\\|")
+            lines.append(f"| {' '.join(f'`{name}`' for name in names)} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
 def given(args: argparse.Namespace, name: str) -> bool:
     """Whether the config field `name` was given on the command line (not left to the preset)."""
     return getattr(args, name, _UNSET) is not _UNSET
