@@ -52,6 +52,7 @@ def test_two_local_workers_train_to_the_same_result():
     assert [r["chief"] for r in results] == [True, False]
     for r in results:
         assert r["replicas"] == 2
+        assert len(r["losses"]) == len(default["losses"]) == 4
         for a, b in zip(default["losses"], r["losses"]):
             assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
 

@@ -1,7 +1,9 @@
 """The shared command-line config and crash-safe file helpers (common/config.py, common/runs.py)."""
 import dataclasses
+import errno
 import json
 import os
+import tempfile
 from typing import Optional, Tuple
 
 import pytest
@@ -77,12 +79,22 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_dir_is_named(tmp_path):
+def test_unwritable_dir_is_named(tmp_path, monkeypatch):
+    # A folder this process may not write into: read-only for a user. Root writes anywhere (CI
+    # runs as root), so there the write probe's permission error is raised by hand, as the OS
+    # would raise it. Either way the error names the flag, the folder and the reason.
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(RunError, match="--run-dir"):
+    if os.geteuid() == 0:
+        def denied(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(RunError, match=r"--run-dir '.*/locked/run' is not writable: Permission denied"):
         check_writable_dir(locked / "run")
+    monkeypatch.undo()
+    locked.chmod(0o700)
+    assert check_writable_dir(locked / "run") == locked / "run"  # writable again: no error
 
 
 def test_unwritable_dir_under_a_file_is_named(tmp_path):

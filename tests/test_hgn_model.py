@@ -240,6 +240,28 @@ def test_train_step_under_xla_matches_graph():
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
     for a, b in zip(results[0][1], results[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    # Adam moves each weight by about lr * sign(g) whatever the gradient's size, so the weights alone
+    # would not see a gradient off by a factor: the gradients of one step are compared too, each to
+    # 1e-4 of its largest entry (float32, different kernels; measured up to 3e-6).
+    m = HGN(_tiny(objective="beta", variational=False))
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    m.build_all()
+    frames = tf.constant(disk_movies(4, m.config.window, seed=12))
+
+    def grads(jit):
+        @tf.function(jit_compile=jit)
+        def run():
+            with tf.GradientTape() as tape:
+                loss = m.compute_losses(frames, training=True)["loss"]
+            return tape.gradient(loss, m.network_variables)
+        return [g.numpy() for g in run()]
+
+    graph, xla = grads(False), grads(True)
+    for v, a, b in zip(m.network_variables, graph, xla):
+        scale = np.abs(a).max()
+        assert scale > 0, v.path
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * scale, err_msg=v.path)
+        assert np.abs(2 * b - a).max() > 1e-2 * scale  # a gradient twice the size would fail
 
 
 def _loss_and_grads(m, frames, noise):

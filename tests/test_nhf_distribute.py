@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -202,9 +203,26 @@ def test_checkpoints_resume_under_another_strategy(runs, tmp_path):
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["step"] == STEPS + 3 and metrics["resumed_from"].endswith(f"ckpt-{STEPS}")
     assert json.loads((a / "metrics.json").read_text())["replicas"] == 2
-    loaded = tf.saved_model.load(str(a / "saved_model"))
-    log_p = loaded.log_prob(tf.constant([[0.0, 0.0], [1.0, -1.0]])).numpy()
-    assert log_p.shape == (2,) and all(abs(v) < 100 for v in log_p)
+    # The SavedModel exported from the mirrored variables is the resumed run's final model: its
+    # log_prob is the bound of that checkpoint restored here under the default strategy, at the
+    # export's fixed seed (float32; the same tolerance as tests/test_nhf_training.py's export).
+    from common.config import from_dict
+    from nhf import training
+    from nhf.config import NHFConfig
+    from nhf.export import EXPORT_SEED
+
+    q = tf.constant([[0.0, 0.0], [1.0, -1.0], [0.5, 2.0]])
+    loaded = tf.saved_model.load(str(a / "saved_model"))  # kept: its functions need its variables
+    log_p = loaded.log_prob(q).numpy()
+    config = from_dict(NHFConfig, json.loads((a / "config.json").read_text()))
+    run = training.build_run(config, a)
+    assert training.restore_latest(run, required=True).endswith(f"ckpt-{STEPS + 3}")
+    expected = run.density.iwae_bound(q, config.eval_momenta, seed=tf.constant(EXPORT_SEED, tf.int32)).numpy()
+    assert log_p.shape == (3,)
+    np.testing.assert_allclose(log_p, expected, atol=1e-4)
+    # The check can fail: the bound at another seed (other momenta drawn) is off by more than 1e-4.
+    other = run.density.iwae_bound(q, config.eval_momenta, seed=tf.constant((1, 2), tf.int32)).numpy()
+    assert np.abs(other - expected).max() > 1e-4
 
 
 def _main(argv):
