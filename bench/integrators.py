@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import common  # noqa: E402
-from common import PhaseSpace  # noqa: E402
+from common import PhaseSpace, cpu  # noqa: E402
 
 
 class Counted(tf.Module):
@@ -141,6 +141,7 @@ def main():
     report = {
         "benchmark": "leapfrog steps per second (whole batch per step), float32, CPU",
         "command": "python bench/integrators.py " + f"--steps {args.steps} --repeats {args.repeats}",
+        "cpu": cpu.describe(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
         "results": results,
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from common import cpu
 from common.runs import atomic_write_json
 from nhf import evaluation, training
 from nhf.config import PRESETS
@@ -60,9 +61,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="bench/results/nhf_ablation.json", help="results JSON (PNG beside it)")
     args = parser.parse_args(argv)
     only = set(filter(None, args.only.split(",")))
+    names = [name for name, _, _ in VARIANTS]
+    if only - set(names):
+        parser.error(f"--only: unknown variant(s) {', '.join(sorted(only - set(names)))}; valid: {', '.join(names)}")
     out = Path(args.out)
     results = {"command": "python bench/nhf_ablation.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "machine": {"platform": platform.platform(), "tensorflow": tf.__version__},
+               "cpu": cpu.describe(), "machine": {"platform": platform.platform(), "tensorflow": tf.__version__},
                "note": "test NLL = -IWAE bound in nats (upper bound), one seed per variant (differences below "
                        "~0.03 nats are within run-to-run noise); shared 2-core CPU: step times noisy",
                "base_config": {k: v for k, v in dataclasses.asdict(PRESETS["small"]).items()},

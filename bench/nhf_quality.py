@@ -41,6 +41,7 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from common import config as config_lib
+from common import cpu
 from common.runs import atomic_write_json, holds_checkpoints
 from nhf import evaluation, experiment, training
 from nhf.config import PRESETS
@@ -181,9 +182,14 @@ def main(argv=None) -> int:
     unknown = sorted(set(models) - {"nhf", "realnvp", "maf"})
     if unknown:
         parser.error(f"unknown --models {','.join(unknown)}; valid: nhf, realnvp, maf")
+    from data import targets as target_registry
+
+    unknown = sorted(set(args.targets.split(",")) - set(target_registry.names()))
+    if unknown:
+        parser.error(f"unknown --targets {','.join(unknown)}; valid: {', '.join(target_registry.names())}")
     out = Path(args.out)
     results = {"command": "python bench/nhf_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "machine": {"platform": platform.platform(), "tensorflow": tf.__version__,
+               "cpu": cpu.describe(), "machine": {"platform": platform.platform(), "tensorflow": tf.__version__,
                            "tfp": tfp.__version__},
                "note": "test NLL in nats (lower is better); NHF: -IWAE bound (K as given), an upper bound; "
                        "RealNVP/MAF: exact. Shared 2-core CPU: timings noisy.",

@@ -37,6 +37,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `common`, run from any folder
+
+from common import cpu  # noqa: E402  (light: no TensorFlow)
+
 RESULTS = ROOT / "bench" / "results"
 LAYOUTS = ("default", "mirrored", "two_workers")
 
@@ -152,7 +156,8 @@ def main(argv=None) -> int:
     every = [int(n) for n in args.checkpoint_every.split(",")]
 
     report = {"command": "python bench/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "throughput": {},
+              "cpu": cpu.describe(), "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "throughput": {},
               "checkpoint": {}}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
