@@ -276,6 +276,11 @@ def main(argv=None) -> int:
     for v in args.variants.split(","):
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}; valid: {', '.join(VARIANTS)}")
+    from hgn.config import PRESETS  # light: no TensorFlow
+
+    for c in args.configs.split(","):
+        if c not in PRESETS:
+            parser.error(f"unknown config {c!r}; valid: {', '.join(PRESETS)}")
     out = Path(args.out)
     # Settings measured before (e.g. by an earlier invocation with other --configs) are kept.
     old = json.loads(out.read_text()) if out.exists() else {}

@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     parser.add_argument("--note", default="timings are a median of repeats; say here what else ran on the machine",
                         help="conditions to record (other load)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.targets.split(",")) - set(targets.names()))
+    if unknown:
+        parser.error(f"unknown --targets {','.join(unknown)}; valid: {', '.join(targets.names())}")
     results = {"command": "python bench/nhf_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
                            "tensorflow": tf.__version__, "cpu": cpu.describe()},
