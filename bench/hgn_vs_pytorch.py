@@ -35,6 +35,11 @@ core, one after the other (this side, PyTorch, PyTorch, this side, so that slow 
 machine hits both), PyTorch with `torch.set_num_threads(N)` and TensorFlow with its own default
 thread pools, as `train_hgn.py` runs; each ratio pairs runs that were neighbours in time.
 
+`--alone` runs each side alone on one core with one thread, the other cores idle, in the same
+order (TF, PyTorch, PyTorch, TF): the side-by-side setting without the neighbour on the other
+core, whose memory traffic slows a step that shares the memory bandwidth with it. Its entry is
+`<isa>_alone`.
+
 `--isa avx2` caps both libraries at AVX2 code paths: `ONEDNN_MAX_CPU_ISA=AVX2` (oneDNN, used by
 both), `ATEN_CPU_CAPABILITY=avx2` (PyTorch's own kernels) and `XLA_FLAGS=--xla_cpu_max_isa=AVX2`.
 That emulates the instruction set of an AVX2-only CPU on this one; it is not such a CPU (clock,
@@ -205,17 +210,31 @@ def solo(variant: str, args, side: str) -> dict:
     return _result(_start(cmd, cores, _env(args, side, one_thread=False)), f"{side} alone ({variant})")
 
 
-def whole_machine(variants, args) -> tuple:
-    """Each side alone on the whole machine, in the order ours, theirs, theirs, ours per variant."""
+def alone_on_one_core(variant: str, args, side: str) -> dict:
+    """One side alone on the first core of this process's affinity, one thread, the other cores idle:
+    the side-by-side setting without the neighbour's memory traffic."""
+    core = sorted(os.sched_getaffinity(0))[0]
+    cmd = _commands(variant, args, torch_threads=1)[side]
+    return _result(_start(cmd, core, _env(args, side, one_thread=True)), f"{side} alone on core {core} ({variant})")
+
+
+def whole_machine(variants, args, run=None) -> tuple:
+    """Each side alone, in the order ours, theirs, theirs, ours per variant: on the whole machine
+    (`solo`), or with `args.alone` on one core with one thread (`alone_on_one_core`)."""
+    run = run or (alone_on_one_core if args.alone else solo)
+    threads = 1 if args.alone else args.threads
     rows = []
     for variant in variants:
         runs = {"tensorflow": [], "pytorch": []}
         for side in ("tensorflow", "pytorch", "pytorch", "tensorflow"):
-            runs[side].append(solo(variant, args, side))
-            print(f"[{args.isa}, {args.threads} threads] {variant}: {side} alone "
+            runs[side].append(run(variant, args, side))
+            print(f"[{args.isa}, {threads} thread(s){', one core' if args.alone else ''}] {variant}: {side} alone "
                   f"{runs[side][-1]['samples_per_second']} samples/s", flush=True)
         for a, b in zip(runs["tensorflow"], runs["pytorch"]):  # each TF run with the PyTorch run beside it in time
-            rows.append({**_row(variant, a, b), "threads": args.threads})
+            rows.append({**_row(variant, a, b), "threads": threads})
+    if args.alone:
+        return rows, ("each side alone on one core, one thread, the other cores idle, one after the other "
+                      "(TF, PyTorch, PyTorch, TF)")
     return rows, "each side alone on every core, one after the other (TF, PyTorch, PyTorch, TF); each library's threads"
 
 
@@ -237,6 +256,10 @@ def main(argv=None) -> int:
                         help="1 (default): the two side by side, one core and one thread each. N > 1: each side "
                              "alone on the whole machine, one after the other, PyTorch with N threads and "
                              "TensorFlow with its own default pools (what train_hgn.py runs with)")
+    parser.add_argument("--alone", action="store_true",
+                        help="each side alone on one core with one thread, the other cores idle, one after the "
+                             "other (TF, PyTorch, PyTorch, TF): the side-by-side setting without the neighbour's "
+                             "memory traffic (not with --threads > 1)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     repo = Path(args.pytorch_repo)
@@ -252,10 +275,12 @@ def main(argv=None) -> int:
     cores = sorted(os.sched_getaffinity(0))
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.alone and args.threads > 1:
+        parser.error("--alone runs each side on one core with one thread: not with --threads > 1")
     if len(cores) < 2:
         parser.error("needs two cores (one per side side by side, or a whole machine for --threads > 1)")
     variants = [v for v in args.variants.split(",") if v]
-    if args.threads > 1:
+    if args.threads > 1 or args.alone:
         rows, pinning = whole_machine(variants, args)
     else:
         rows, pinning = [], "one process per core, side by side, cores swapped in the second run; one thread each"
@@ -276,7 +301,8 @@ def main(argv=None) -> int:
             summary[variant]["flops_per_second_ratios"] = per_flop
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
-    report[args.isa if args.threads == 1 else f"{args.isa}_{args.threads}_threads"] = {
+    key = f"{args.isa}_alone" if args.alone else args.isa if args.threads == 1 else f"{args.isa}_{args.threads}_threads"
+    report[key] = {
         "command": "python bench/hgn_vs_pytorch.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu.describe(), "isa_environment": ISA_ENV[args.isa],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],

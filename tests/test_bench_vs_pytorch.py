@@ -22,7 +22,7 @@ def bench(load_bench):
 
 @pytest.fixture
 def args():
-    return argparse.Namespace(isa="native", batch_size=16, warmup=2, steps=10, threads=2,
+    return argparse.Namespace(isa="native", batch_size=16, warmup=2, steps=10, threads=2, alone=False,
                               torch_python="/torch/bin/python", pytorch_repo="/clone")
 
 
@@ -70,3 +70,37 @@ def test_whole_machine_pairs_runs_neighbouring_in_time(bench, args, monkeypatch)
     assert [r["ratio"] for r in rows] == [0.5, 1.33]
     assert [r["flops_per_second_ratio"] for r in rows] == [0.5, 1.33]  # equal work: the same ratio
     assert all(r["threads"] == 2 for r in rows)
+
+
+def test_alone_runs_each_side_on_one_core_with_one_thread(bench, args, monkeypatch, tmp_path, capsys):
+    # --alone: the side-by-side settings (one thread, one core) with the other core idle, in the
+    # same neighbouring order as the whole-machine runs.
+    started = []
+
+    def fake_start(cmd, core, env):
+        started.append((cmd, core, env))
+        return len(started)
+
+    def fake_result(proc, what):
+        return {"samples_per_second": float(proc), "seconds_per_step_median": 1.0, "timed_steps": 10,
+                "gflop_per_step_analytic": 280.0, "peak_memory_gib": 1.0, "finite_loss": True,
+                "gflop_per_step_counted": 280.0}
+
+    monkeypatch.setattr(bench, "_start", fake_start)
+    monkeypatch.setattr(bench, "_result", fake_result)
+    args.alone, args.threads = True, 1
+    rows, pinning = bench.whole_machine(["graph_fp32"], args)
+    core = sorted(__import__("os").sched_getaffinity(0))[0]
+    assert [c for _, c, _ in started] == [core] * 4
+    assert all([env[name] for name in THREAD_VARS] == ["1"] * 4 for _, _, env in started)
+    assert [cmd[0] for cmd, _, _ in started] == [sys.executable, "/torch/bin/python", "/torch/bin/python",
+                                                 sys.executable]
+    assert [r["ratio"] for r in rows] == [0.5, 1.33] and all(r["threads"] == 1 for r in rows)
+    assert "one core" in pinning
+    clone = tmp_path / "clone"  # what the bench checks a clone of the PyTorch code for
+    (clone / "utilities").mkdir(parents=True)
+    (clone / "train.py").write_text("")
+    (clone / "utilities" / "loader.py").write_text("")
+    with pytest.raises(SystemExit) as info:  # one core each: not with --threads > 1
+        bench.main(["--pytorch-repo", str(clone), "--alone", "--threads", "2"])
+    assert info.value.code == 2 and "--alone" in capsys.readouterr().err
