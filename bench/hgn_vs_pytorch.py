@@ -218,10 +218,10 @@ def alone_on_one_core(variant: str, args, side: str) -> dict:
     return _result(_start(cmd, core, _env(args, side, one_thread=True)), f"{side} alone on core {core} ({variant})")
 
 
-def whole_machine(variants, args, run=None) -> tuple:
+def whole_machine(variants, args) -> tuple:
     """Each side alone, in the order ours, theirs, theirs, ours per variant: on the whole machine
     (`solo`), or with `args.alone` on one core with one thread (`alone_on_one_core`)."""
-    run = run or (alone_on_one_core if args.alone else solo)
+    run = alone_on_one_core if args.alone else solo
     threads = 1 if args.alone else args.threads
     rows = []
     for variant in variants:
