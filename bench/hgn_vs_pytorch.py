@@ -199,35 +199,29 @@ def pair(variant: str, args, ours_core: int, torch_core: int) -> dict:
 
 
 def solo(variant: str, args, side: str) -> dict:
-    """One side alone on every core of this process's affinity.
+    """One side alone on every core of this process's affinity, or with `args.alone` on its first core
+    with one thread, the other cores idle (the side-by-side setting without the neighbour's memory
+    traffic).
 
-    This side gets what `train_hgn.py` gets with no thread settings: `TF_NUM_INTRAOP_THREADS` and
-    `TF_NUM_INTEROP_THREADS` unset, so TensorFlow sizes both pools to the cores. The PyTorch code
-    calls `torch.set_num_threads(args.threads)`.
+    On every core this side gets what `train_hgn.py` gets with no thread settings:
+    `TF_NUM_INTRAOP_THREADS` and `TF_NUM_INTEROP_THREADS` unset, so TensorFlow sizes both pools to
+    the cores. The PyTorch code calls `torch.set_num_threads(args.threads)`.
     """
-    cmd = _commands(variant, args, torch_threads=args.threads)[side]
-    cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    return _result(_start(cmd, cores, _env(args, side, one_thread=False)), f"{side} alone ({variant})")
-
-
-def alone_on_one_core(variant: str, args, side: str) -> dict:
-    """One side alone on the first core of this process's affinity, one thread, the other cores idle:
-    the side-by-side setting without the neighbour's memory traffic."""
-    core = sorted(os.sched_getaffinity(0))[0]
-    cmd = _commands(variant, args, torch_threads=1)[side]
-    return _result(_start(cmd, core, _env(args, side, one_thread=True)), f"{side} alone on core {core} ({variant})")
+    cores = sorted(os.sched_getaffinity(0))
+    where = cores[0] if args.alone else ",".join(map(str, cores))
+    cmd = _commands(variant, args, torch_threads=1 if args.alone else args.threads)[side]
+    return _result(_start(cmd, where, _env(args, side, one_thread=args.alone)), f"{side} alone on {where} ({variant})")
 
 
 def whole_machine(variants, args) -> tuple:
-    """Each side alone, in the order ours, theirs, theirs, ours per variant: on the whole machine
-    (`solo`), or with `args.alone` on one core with one thread (`alone_on_one_core`)."""
-    run = alone_on_one_core if args.alone else solo
+    """Each side alone (`solo`), in the order ours, theirs, theirs, ours per variant: on the whole
+    machine, or with `args.alone` on one core with one thread."""
     threads = 1 if args.alone else args.threads
     rows = []
     for variant in variants:
         runs = {"tensorflow": [], "pytorch": []}
         for side in ("tensorflow", "pytorch", "pytorch", "tensorflow"):
-            runs[side].append(run(variant, args, side))
+            runs[side].append(solo(variant, args, side))
             print(f"[{args.isa}, {threads} thread(s){', one core' if args.alone else ''}] {variant}: {side} alone "
                   f"{runs[side][-1]['samples_per_second']} samples/s", flush=True)
         for a, b in zip(runs["tensorflow"], runs["pytorch"]):  # each TF run with the PyTorch run beside it in time
