@@ -81,7 +81,12 @@ def run(name: str, out: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="demo-") as work:
         clone = Path(work) / "clone"
         _git("clone", "--quiet", str(ROOT), str(clone))
-        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        # As on a new machine: no active virtual environment, no extra import path, and no
+        # HAMILTONIAN_DATA_DIR (data.generation's dataset folder), so the HGN run renders its data.
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "HAMILTONIAN_DATA_DIR")}
+        if os.environ.get("VIRTUAL_ENV"):
+            venv_bin = str(Path(os.environ["VIRTUAL_ENV"]) / "bin")
+            env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
         load = [round(x, 2) for x in os.getloadavg()]
         stamped, tail = [], []
         t0 = time.perf_counter()
@@ -98,6 +103,9 @@ def run(name: str, out: Path) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"python3 dev.py demo failed (exit {proc.returncode}):\n" + "\n".join(tail))
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux: the largest process
+        venv_python = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
+                                      "import sys; print(sys.version.split()[0])"],
+                                     capture_output=True, text=True).stdout.strip()
         hgn = json.loads((clone / "runs" / "demo-hgn" / "metrics.json").read_text())
         nhf = json.loads((clone / "runs" / "demo-nhf" / "metrics.json").read_text())
         pictures = {}
@@ -111,7 +119,7 @@ def run(name: str, out: Path) -> dict:
         "command": "python3 dev.py demo", "commit": commit, "uncommitted_changes_left_out": dirty,
         "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_at_start": load,
         "cpu": hgn.get("cpu", cpu.describe()), "pip_cache": pip_cache,
-        "python": sys.version.split()[0],
+        "python": venv_python,  # the clone's .venv, which dev.py built from `python3` on PATH
         "wall_clock_seconds": phase_seconds(stamped, total), "peak_rss_gb": round(peak_kb / 1e6, 2),
         "hgn": {"steps": hgn["step"], "compute_dtype": hgn["compute_dtype"],
                 "test_mse_x1e4": {"forward": round(hgn["test_forward"]["mse_x1e4"], 2),

@@ -16,10 +16,10 @@ def test_wall_clock_is_split_at_the_announced_commands(demo):
              (1.0, "+ /x/.venv/bin/python -m pip install --quiet -r requirements.txt"),
              (90.0, "+ /x/.venv/bin/python train_hgn.py --dataset pendulum --run-dir runs/demo-hgn"),
              (100.0, "+ not a command: train_hgn.py mentioned again"),
+             (300.0, "the HGN run's own output naming train_nhf.py"),
              (640.0, "+ /x/.venv/bin/python train_nhf.py --target mixture --preset small --run-dir runs/demo-nhf")]
     split = demo.phase_seconds(lines, 800.0)
     assert split == {"setup": 90.0, "hgn": 550.0, "nhf": 160.0, "total": 800.0}
-    assert split["setup"] + split["hgn"] + split["nhf"] == pytest.approx(split["total"])
 
 
 def test_a_demo_without_one_of_its_runs_is_refused(demo):
