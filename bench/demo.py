@@ -30,9 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder: hgn_quickstart's helpers
 
 from common import cpu  # noqa: E402  (light: no TensorFlow)
-from common.runs import atomic_write_json  # noqa: E402
+from hgn_quickstart import hgn_scores, save_run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PHASES = (("hgn", "train_hgn.py"), ("nhf", "train_nhf.py"))
@@ -121,11 +122,7 @@ def run(name: str, out: Path) -> dict:
         "cpu": hgn.get("cpu", cpu.describe()), "pip_cache": pip_cache,
         "python": venv_python,  # the clone's .venv, which dev.py built from `python3` on PATH
         "wall_clock_seconds": phase_seconds(stamped, total), "peak_rss_gb": round(peak_kb / 1e6, 2),
-        "hgn": {"steps": hgn["step"], "compute_dtype": hgn["compute_dtype"],
-                "test_mse_x1e4": {"forward": round(hgn["test_forward"]["mse_x1e4"], 2),
-                                  "backward": round(hgn["test_backward"]["mse_x1e4"], 2)},
-                "vpt_median_frames": {d: hgn[f"test_{d}"].get("vpt_median_frames") for d in ("forward", "backward")},
-                "mean_frame_mse_x1e4": round(hgn["test_mean_frame_mse_x1e4"], 2)},
+        "hgn": hgn_scores(hgn),
         "nhf": {"steps": nhf.get("step"), "target": nhf.get("target"),
                 "test_nll": round(nhf["test_nll"], 4), "test_nll_stderr": round(nhf["test_nll_stderr"], 4),
                 "nll_floor": nhf.get("nll_floor"), "gap": round(nhf["gap"], 4) if nhf.get("gap") is not None else None},
@@ -141,10 +138,8 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     result = run(args.name, out)
-    report = json.loads(out.read_text()) if out.is_file() else {}
-    report.setdefault("what", "`python3 dev.py demo` in a fresh clone (bench/demo.py), 2 cores, nothing else running")
-    report.setdefault("runs", {})[args.name] = result
-    atomic_write_json(out, report)
+    save_run(out, "`python3 dev.py demo` in a fresh clone (bench/demo.py), 2 cores, nothing else running",
+             args.name, result)
     print(json.dumps({k: result[k] for k in ("wall_clock_seconds", "hgn", "nhf", "peak_rss_gb")}))
     print(f"wrote {out}")
     return 0

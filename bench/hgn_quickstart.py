@@ -34,8 +34,6 @@ from common import cpu  # noqa: E402  (light: no TensorFlow)
 from common.runs import atomic_write_json  # noqa: E402
 from data.systems import SYSTEMS  # noqa: E402  (numpy only)
 
-cpu.use_onednn()  # as train_hgn.py does for itself
-
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -44,6 +42,26 @@ def _commit() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True, cwd=ROOT).stdout.strip()
     return proc.stdout.strip() + ("+uncommitted changes" if dirty else "") if proc.returncode == 0 else "unknown"
+
+
+def hgn_scores(metrics: dict) -> dict:
+    """A run's scores from its `metrics.json`: steps, compute dtype, test MSE x1e-4 forward and
+    backward over 30 frames, median VPT and the mean-frame baseline (also `bench/demo.py`'s)."""
+    return {
+        "steps": metrics["step"], "compute_dtype": metrics["compute_dtype"],
+        "test_mse_x1e4": {"forward": round(metrics["test_forward"]["mse_x1e4"], 2),
+                          "backward": round(metrics["test_backward"]["mse_x1e4"], 2)},
+        "vpt_median_frames": {d: metrics[f"test_{d}"].get("vpt_median_frames") for d in ("forward", "backward")},
+        "mean_frame_mse_x1e4": round(metrics["test_mean_frame_mse_x1e4"], 2),
+    }
+
+
+def save_run(out: Path, what: str, name: str, result: dict) -> None:
+    """Adds `result` as run `name` to the JSON `out`, keeping its other runs."""
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    report.setdefault("what", what)
+    report.setdefault("runs", {})[name] = result
+    atomic_write_json(out, report)
 
 
 def run(name: str, dataset: str, flags: list, out: Path) -> dict:
@@ -75,12 +93,7 @@ def run(name: str, dataset: str, flags: list, out: Path) -> dict:
         # The training process's own record (its oneDNN request is set in train_hgn.py, not here).
         "load_average_at_start": load, "cpu": metrics.get("cpu", cpu.describe()),
         "wall_clock_seconds": round(wall, 1), "peak_rss_gb": round(peak_kb / 1e6, 2),
-        "steps": metrics["step"], "compute_dtype": metrics["compute_dtype"],
-        "timing_seconds": metrics["timing_seconds"],
-        "test_mse_x1e4": {"forward": round(metrics["test_forward"]["mse_x1e4"], 2),
-                          "backward": round(metrics["test_backward"]["mse_x1e4"], 2)},
-        "vpt_median_frames": {d: metrics[f"test_{d}"].get("vpt_median_frames") for d in ("forward", "backward")},
-        "mean_frame_mse_x1e4": round(metrics["test_mean_frame_mse_x1e4"], 2),
+        **hgn_scores(metrics), "timing_seconds": metrics["timing_seconds"],
         "test_curve": curve, "rollout_strips": strips,
     }
 
@@ -94,14 +107,12 @@ def main(argv=None) -> int:
                         help="the system train_hgn.py learns (default pendulum, the quick start's)")
     parser.add_argument("flags", nargs="*", help="extra train_hgn.py flags, after --")
     args = parser.parse_args(argv)
+    cpu.use_onednn()  # as train_hgn.py does for itself (in main: bench/demo.py imports this module)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     result = run(args.name, args.dataset, args.flags, out)
-    report = json.loads(out.read_text()) if out.is_file() else {}
-    report.setdefault("what", "the quick start end to end (bench/hgn_quickstart.py): fresh process, fresh dataset, "
-                              "2 cores, nothing else running")
-    report.setdefault("runs", {})[args.name] = result
-    atomic_write_json(out, report)
+    save_run(out, "the quick start end to end (bench/hgn_quickstart.py): fresh process, fresh dataset, "
+                  "2 cores, nothing else running", args.name, result)
     print(json.dumps({k: result[k] for k in ("wall_clock_seconds", "steps", "test_mse_x1e4", "vpt_median_frames",
                                              "peak_rss_gb")}))
     print(f"wrote {out}")
