@@ -191,30 +191,69 @@ def folds_into(upsampling, conv) -> bool:
             and upsampling.interpolation == "nearest" and fusable_upsample_conv(conv))
 
 
-def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None) -> tf.Tensor:
+def _transposed_kernel(kernel: tf.Tensor) -> tf.Tensor:
+    """The 4x4 kernel `[4, 4, C_out, C_in]` of the stride-2 transposed conv that computes what a 3x3
+    `kernel` `[3, 3, C_in, C_out]` computes on a x2 nearest-upsampled map.
+
+    With SAME padding the transposed conv writes input row i to output rows 2i - 1 .. 2i + 2 through
+    taps 0 .. 3. Output row 2i + 1 reads rows i (3x3 taps 0 + 1) and i + 1 (tap 2); row 2i reads
+    rows i - 1 (tap 0) and i (taps 1 + 2): taps (2, 1 + 2, 0 + 1, 0). Columns likewise.
+    """
+    def extend(k, axis):
+        a, b, c = tf.unstack(k, axis=axis)
+        return tf.stack([c, b + c, a + b, a], axis=axis)
+
+    return tf.transpose(extend(extend(kernel, 0), 1), [0, 1, 3, 2])
+
+
+UPSAMPLE_CONV_METHODS = ("transposed", "phases")
+
+
+def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None, method=None) -> tf.Tensor:
     """`activation(conv(UpSampling2D(2, interpolation="nearest")(x)))` for a built 3x3 SAME
     stride-1 `conv`, computed on the low-resolution map: `[B, h, w, C_in]` -> `[B, 2h, 2w, C_out]`.
 
-    Each of the four output phases is a 2x2 conv of `x` with summed taps of the 3x3 kernel
-    (`_phase_kernels`), interleaved by depth-to-space: 16 multiply-adds per input pixel and
-    channel pair instead of 36, with the same parameters, outputs and gradients (up to float
-    round-off: the taps are summed before they multiply). The zero padding of the upsampled map
-    is the zero padding of `x`. The bias is added per phase (oneDNN fuses it into the conv); the
-    activation (default `conv.activation`) after the interleaving, so that the backward pass keeps
-    one full-resolution tensor, as the unfolded conv does (applied per phase, the phases'
-    activations and their interleaved copy were both kept: 2.70 -> 3.65 GiB peak for `hgnpp`).
-    Runs in `conv`'s compute dtype, the taps summed in float32.
+    Every output pixel reads 2x2 input pixels through summed taps of the 3x3 kernel: 16
+    multiply-adds per input pixel and channel pair instead of 36, with the same parameters,
+    outputs and gradients (up to round-off: the taps are summed before they multiply). The zero
+    padding of the upsampled map is the zero padding of `x`. Runs in `conv`'s compute dtype, the
+    taps summed in float32. Two ways to compute it (`method`, by default the first in float32 and
+    the second in bfloat16):
+
+    * `transposed`: one stride-2 transposed conv with a 4x4 kernel (`_transposed_kernel`), then
+      the bias and the activation. One oneDNN kernel and no layout copies: with AVX2 code paths the
+      `pytorch` preset's float32 step took 2.61 against 2.90 s with `phases` (one core). In
+      bfloat16 it was no faster (the last residual block's pass 622 against 631 ms on AMX), and its
+      full-resolution bias gradient, summed in bfloat16 over 4x the elements of a phase's, was
+      0.33 off float32's (relative norm) where the phases' fused one was 0.07.
+    * `phases`: each of the four output phases a 2x2 conv of `x` (`_phase_kernels`), the bias added
+      per phase (oneDNN fuses it into the conv), interleaved by depth-to-space.
+
+    The activation (default `conv.activation`) runs after the interleaving, so that the backward
+    pass keeps one full-resolution tensor, as the unfolded conv does (applied per phase, the
+    phases' activations and their interleaved copy were both kept: 2.70 -> 3.65 GiB peak for `hgnpp`).
     """
     dtype = conv.compute_dtype
     activation = activation or conv.activation
+    method = method or ("transposed" if tf.as_dtype(dtype) == tf.float32 else "phases")
+    if method not in UPSAMPLE_CONV_METHODS:
+        raise ValueError(f"unknown upsample_conv method {method!r}; valid: {', '.join(UPSAMPLE_CONV_METHODS)}")
     x = tf.cast(x, dtype)
-    kernels = _phase_kernels(tf.cast(conv.kernel, tf.float32))
     bias = tf.cast(conv.bias, dtype) if conv.use_bias else None
-    phases = []
-    for (r, s), kernel in zip([(0, 0), (0, 1), (1, 0), (1, 1)], kernels):
-        y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1 - r, r], [1 - s, s], [0, 0]]), tf.cast(kernel, dtype), 1, "VALID")
-        phases.append(tf.nn.bias_add(y, bias) if bias is not None else y)
-    y = tf.nn.depth_to_space(tf.concat(phases, -1), 2)
+    kernel = tf.cast(conv.kernel, tf.float32)
+    if method == "transposed":
+        shape = tf.shape(x)
+        y = tf.nn.conv2d_transpose(x, tf.cast(_transposed_kernel(kernel), dtype),
+                                   tf.stack([shape[0], 2 * shape[1], 2 * shape[2], conv.filters]), 2, "SAME")
+        if bias is not None:
+            y = tf.nn.bias_add(y, bias)
+    else:
+        phases = []
+        for (r, s), phase_kernel in zip([(0, 0), (0, 1), (1, 0), (1, 1)], _phase_kernels(kernel)):
+            y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1 - r, r], [1 - s, s], [0, 0]]), tf.cast(phase_kernel, dtype), 1,
+                             "VALID")
+            phases.append(tf.nn.bias_add(y, bias) if bias is not None else y)
+        y = tf.nn.depth_to_space(tf.concat(phases, -1), 2)
     return activation(y) if activation is not None else y
 
 

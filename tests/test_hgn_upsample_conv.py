@@ -27,7 +27,7 @@ def _assert_close(ours, reference, rtol=RTOL):
         assert err <= rtol, err
 
 
-def _upsample_conv_and_reference(x, conv, mode):
+def _upsample_conv_and_reference(x, conv, mode, method=None):
     """Outputs and gradients (input, kernel, bias) of the fold and of upsampling then `conv`."""
     up = keras.layers.UpSampling2D(2, interpolation="nearest")
     weight = tf.random.stateless_normal([*x.shape[:1], 2 * x.shape[1], 2 * x.shape[2], conv.filters], seed=[3, 0])
@@ -37,37 +37,80 @@ def _upsample_conv_and_reference(x, conv, mode):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = fn(x)
-                loss = tf.reduce_sum(y * weight)  # a different upstream gradient per output element
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * weight)  # a different upstream gradient per output element
             return (y, *tape.gradient(loss, [x, conv.kernel, conv.bias]))
         if mode != "eager":
             step = tf.function(step, jit_compile=mode == "jit")
         return step(x)
 
-    return run(lambda x: networks.upsample_conv(x, conv)), run(lambda x: conv(up(x)))
+    return run(lambda x: networks.upsample_conv(x, conv, method=method)), run(lambda x: conv(up(x)))
 
 
+@pytest.mark.parametrize("method", networks.UPSAMPLE_CONV_METHODS)
 @pytest.mark.parametrize("mode", ["eager", "function", "jit"])
-def test_upsample_conv_equals_the_conv_of_the_upsampled_map(mode):
+def test_upsample_conv_equals_the_conv_of_the_upsampled_map(mode, method):
     # Odd, non-square maps: every border phase and both padding sides are exercised.
     x = tf.random.stateless_normal([2, 5, 3, 4], seed=[1, 0])
     conv = keras.layers.Conv2D(6, 3, padding="same", activation=networks._leaky_relu_02)
     conv.build(x.shape)
     conv.bias.assign(tf.random.stateless_normal([6], seed=[2, 0]))  # a zero bias would hide its gradient
-    ours, reference = _upsample_conv_and_reference(x, conv, mode)
+    ours, reference = _upsample_conv_and_reference(x, conv, mode, method)
     assert ours[0].shape == (2, 10, 6, 6)
     _assert_close(ours, reference)
 
 
-def test_upsample_conv_check_has_teeth(monkeypatch):
-    # The same check fails if two output phases trade kernels.
+def _swap_two_phases(kernels):
+    return [kernels[i] for i in (1, 0, 2, 3)]
+
+
+def _swap_two_taps(kernel):
+    return tf.gather(kernel, [1, 0, 2, 3], axis=0)
+
+
+@pytest.mark.parametrize("method, helper, mistake", [
+    ("phases", "_phase_kernels", _swap_two_phases),       # two output phases trade kernels
+    ("transposed", "_transposed_kernel", _swap_two_taps),  # two rows of the 4x4 kernel trade places
+])
+def test_upsample_conv_check_has_teeth(monkeypatch, method, helper, mistake):
+    # The same check fails for either method if its kernel is built wrong.
     x = tf.random.stateless_normal([2, 5, 3, 4], seed=[1, 0])
     conv = keras.layers.Conv2D(6, 3, padding="same")
     conv.build(x.shape)
-    phase_kernels = networks._phase_kernels
-    monkeypatch.setattr(networks, "_phase_kernels", lambda k: [phase_kernels(k)[i] for i in (1, 0, 2, 3)])
-    ours, reference = _upsample_conv_and_reference(x, conv, "eager")
+    build = getattr(networks, helper)
+    monkeypatch.setattr(networks, helper, lambda k: mistake(build(k)))
+    ours, reference = _upsample_conv_and_reference(x, conv, "eager", method)
     with pytest.raises(AssertionError):
         _assert_close(ours[:1], reference[:1])
+
+
+def test_upsample_conv_picks_its_method_by_compute_dtype(monkeypatch):
+    # float32: the transposed conv; bfloat16: the four phases (the same model either way).
+    used = []
+    for helper in ("_phase_kernels", "_transposed_kernel"):
+        build = getattr(networks, helper)
+        monkeypatch.setattr(networks, helper, lambda k, build=build, helper=helper: used.append(helper) or build(k))
+    x = tf.random.stateless_normal([2, 4, 4, 3], seed=[1, 0])
+    for dtype in ("float32", "mixed_bfloat16"):
+        conv = keras.layers.Conv2D(5, 3, padding="same", dtype=dtype)
+        conv.build(x.shape)
+        assert networks.upsample_conv(x, conv).shape == (2, 8, 8, 5)
+    assert used == ["_transposed_kernel", "_phase_kernels"]
+    with pytest.raises(ValueError, match="valid: transposed, phases"):
+        networks.upsample_conv(x, conv, method="winograd")
+
+
+@pytest.mark.parametrize("method", networks.UPSAMPLE_CONV_METHODS)
+def test_upsample_conv_in_bfloat16_is_the_conv_of_the_upsampled_map(method):
+    # Both methods in bfloat16 against the unfolded conv in bfloat16 (same weights): bfloat16
+    # round-off (8 bits of mantissa), up to 7.6e-3 of the largest element over 6 seeds of each
+    # method; 3e-2 keeps a margin, a wrong kernel is off by O(1) (the test above).
+    x = tf.random.stateless_normal([2, 5, 3, 4], seed=[1, 0])
+    conv = keras.layers.Conv2D(6, 3, padding="same", dtype="mixed_bfloat16")
+    conv.build(x.shape)
+    conv.bias.assign(tf.random.stateless_normal([6], seed=[2, 0]))
+    ours, reference = _upsample_conv_and_reference(x, conv, "function", method)
+    assert ours[0].dtype == tf.bfloat16
+    _assert_close(ours, reference, rtol=3e-2)
 
 
 def test_only_3x3_same_stride_1_convs_are_fused():
