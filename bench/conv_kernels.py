@@ -20,8 +20,8 @@ run of each with `ONEDNN_VERBOSE=1` records which oneDNN implementation served e
 Shapes (float32, 3x3 SAME, stride 1, with bias; batch 16 and a 26-frame window: 416 frames per
 decoder call):
   decoder_32: 416 x 32x32, 64 -> 64  (the last decoder block's convs; the PyTorch code runs both
-              at this size, this project folds the first into four 2x2 convs at 16x16, see
-              `hgn.networks.upsample_conv`)
+              at this size, this project folds the first into a conv of the 16x16 map with 2x2
+              taps per output pixel, see `hgn.networks.upsample_conv`)
   decoder_16: 416 x 16x16, 64 -> 64  (the middle block's)
   decoder_rgb: 416 x 32x32, 64 -> 3  (the last conv, to RGB)
   encoder_32: 16 x 32x32, 64 -> 64   (the full-resolution encoder's hidden convs)

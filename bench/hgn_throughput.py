@@ -74,7 +74,9 @@ def _conv_flops(layer, in_shape):
 
 
 # Multiply-adds a 3x3 conv of a x2 nearest-upsampled map executes when the upsampling is folded into
-# it (hgn.networks.upsample_conv: four 2x2 convs on the low-resolution map), against the unfolded conv.
+# it (hgn.networks.upsample_conv: 2x2 taps per output pixel, through a stride-2 transposed conv with
+# a 4x4 kernel in float32 or four 2x2 convs on the low-resolution map in bfloat16), against the
+# unfolded conv.
 FOLDED_FRACTION = 16 / 36
 
 

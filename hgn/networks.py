@@ -221,11 +221,13 @@ def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None, method=Non
     the second in bfloat16):
 
     * `transposed`: one stride-2 transposed conv with a 4x4 kernel (`_transposed_kernel`), then
-      the bias and the activation. One oneDNN kernel and no layout copies: with AVX2 code paths the
-      `pytorch` preset's float32 step took 2.61 against 2.90 s with `phases` (one core). In
-      bfloat16 it was no faster (the last residual block's pass 622 against 631 ms on AMX), and its
-      full-resolution bias gradient, summed in bfloat16 over 4x the elements of a phase's, was
-      0.33 off float32's (relative norm) where the phases' fused one was 0.07.
+      the bias and the activation. One oneDNN kernel and no pads, concatenation or depth-to-space:
+      with AVX2 code paths (one core of the Intel Xeon) the `pytorch` preset's float32 step took
+      2.82-2.87 s against 3.01-3.03 with `phases`, the `quick` step 0.166-0.168 against
+      0.187-0.194 (`bench/results/hgn_throughput_xeon_avx2_{phases,transposed}_{1,2}.json`). In
+      bfloat16 it was no faster (the last residual block's pass 622 against 631 ms on AMX, ad hoc),
+      and its full-resolution bias gradient, summed in bfloat16 over 4x the elements of a phase's,
+      was 0.33 off float32's (relative norm) where the phases' was 0.07.
     * `phases`: each of the four output phases a 2x2 conv of `x` (`_phase_kernels`), the bias added
       per phase (oneDNN fuses it into the conv), interleaved by depth-to-space.
 
