@@ -259,6 +259,44 @@ def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None, method=Non
     return activation(y) if activation is not None else y
 
 
+# A 3x3 conv with fewer output channels than this runs as a transposed conv in float32 (`narrow_conv`).
+NARROW_FILTERS = 8
+
+
+def runs_as_transposed_conv(layer) -> bool:
+    """Whether `Decoder` runs the layer `layer` as `narrow_conv`: a 3x3 SAME stride-1 conv with
+    fewer than `NARROW_FILTERS` output channels (the RGB conv of the `upsample` and `residual`
+    decoders), computed in float32."""
+    return (fusable_upsample_conv(layer) and layer.filters < NARROW_FILTERS
+            and tf.as_dtype(layer.compute_dtype) == tf.float32)
+
+
+def _flipped_kernel(kernel: tf.Tensor) -> tf.Tensor:
+    """The kernel `[kh, kw, C_out, C_in]` of the stride-1 transposed conv that computes the SAME conv
+    of `kernel` `[kh, kw, C_in, C_out]` (odd kh, kw): flipped in both spatial axes, channels swapped."""
+    return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+
+
+def narrow_conv(x: tf.Tensor, conv: layers.Conv2D) -> tf.Tensor:
+    """`conv(x)` for a built 3x3 SAME stride-1 `conv` with few output channels, as the stride-1
+    transposed conv of its kernel flipped in both spatial axes (`[3, 3, C_out, C_in]`): the same
+    multiply-adds, outputs and gradients (up to round-off), in oneDNN's backward-data kernel,
+    which spreads a 64-channel input over its vector lanes where the forward kernel has 3 output
+    channels to spread. With AVX2 code paths on one core of the Intel Xeon, the `pytorch`
+    preset's RGB conv (416 x 32x32, 64 -> 3) with both gradients took 118-124 against 148-152 ms,
+    natively 113-116 against 148-150 (ad hoc); at 8 or 12 output channels it gained nothing. In
+    bfloat16 its bias gradient, summed in bfloat16, was inaccurate (as in `upsample_conv`), so
+    `Decoder` uses it in float32 only."""
+    dtype = conv.compute_dtype
+    x = tf.cast(x, dtype)
+    kernel = _flipped_kernel(tf.cast(conv.kernel, dtype))
+    shape = tf.shape(x)
+    y = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], shape[1], shape[2], conv.filters]), 1, "SAME")
+    if conv.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(conv.bias, dtype))
+    return conv.activation(y) if conv.activation is not None else y
+
+
 def _upsample(x: tf.Tensor) -> tf.Tensor:
     """x2 nearest upsampling of `[B, h, w, C]`."""
     return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
@@ -306,7 +344,8 @@ class DepthToSpace(keras.layers.Layer):
 class Decoder(keras.Sequential):
     """A `keras.Sequential` that runs each x2 nearest upsampling followed by a 3x3 conv as one
     `upsample_conv`: the conv on the low-resolution map, 16 multiply-adds where the upsampled
-    map takes 36, the layers and their variables unchanged (checkpoints and SavedModels alike)."""
+    map takes 36; and a float32 3x3 conv to few channels as `narrow_conv`. The layers and their
+    variables are unchanged (checkpoints and SavedModels alike)."""
 
     def call(self, inputs, training=None, mask=None):
         x = inputs
@@ -318,6 +357,9 @@ class Decoder(keras.Sequential):
             if folds_into(layer, following):
                 x = upsample_conv(x, following)
                 i += 2
+            elif runs_as_transposed_conv(layer):
+                x = narrow_conv(x, layer)
+                i += 1
             else:
                 x = layer(x)
                 i += 1

@@ -124,6 +124,61 @@ def test_only_3x3_same_stride_1_convs_are_fused():
     assert not networks.fusable_upsample_conv(None)
 
 
+def _narrow_conv_and_reference(x, conv, mode):
+    """Outputs and gradients (input, kernel, bias) of `narrow_conv` and of `conv` itself."""
+    weight = tf.random.stateless_normal([*x.shape[:3], conv.filters], seed=[3, 1])
+
+    def run(fn):
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x)
+                loss = tf.reduce_sum(y * weight)
+            return (y, *tape.gradient(loss, [x, conv.kernel, conv.bias]))
+        if mode != "eager":
+            step = tf.function(step, jit_compile=mode == "jit")
+        return step(x)
+
+    return run(lambda x: networks.narrow_conv(x, conv)), run(conv)
+
+
+def _rgb_conv(x):
+    conv = keras.layers.Conv2D(3, 3, padding="same", activation="sigmoid")
+    conv.build(x.shape)
+    conv.bias.assign(tf.random.stateless_normal([3], seed=[2, 1]))
+    return conv
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+def test_narrow_conv_equals_the_conv(mode):
+    # Odd, non-square maps, so that a kernel flipped in one axis only would show.
+    x = tf.random.stateless_normal([2, 5, 7, 6], seed=[1, 1])
+    ours, reference = _narrow_conv_and_reference(x, _rgb_conv(x), mode)
+    assert ours[0].shape == (2, 5, 7, 3)
+    _assert_close(ours, reference)
+
+
+def test_narrow_conv_check_has_teeth(monkeypatch):
+    # The same check fails if the kernel is flipped in one spatial axis only.
+    x = tf.random.stateless_normal([2, 5, 7, 6], seed=[1, 1])
+    conv = _rgb_conv(x)
+    monkeypatch.setattr(networks, "_flipped_kernel", lambda k: tf.transpose(tf.reverse(k, [0]), [0, 1, 3, 2]))
+    ours, reference = _narrow_conv_and_reference(x, conv, "eager")
+    with pytest.raises(AssertionError):
+        _assert_close(ours[:1], reference[:1])
+
+
+def test_only_narrow_float32_3x3_convs_run_transposed():
+    conv = keras.layers.Conv2D
+    assert networks.runs_as_transposed_conv(conv(3, 3, padding="same"))
+    assert networks.runs_as_transposed_conv(conv(networks.NARROW_FILTERS - 1, 3, padding="same"))
+    assert not networks.runs_as_transposed_conv(conv(networks.NARROW_FILTERS, 3, padding="same"))
+    assert not networks.runs_as_transposed_conv(conv(3, 3, padding="same", dtype="mixed_bfloat16"))
+    assert not networks.runs_as_transposed_conv(conv(3, 3, padding="valid"))
+    assert not networks.runs_as_transposed_conv(conv(3, 3, strides=2, padding="same"))
+    assert not networks.runs_as_transposed_conv(keras.layers.Dense(3))
+
+
 def _layer_by_layer(decoder, q):
     """The decoder as its layers compute one after the other: upsampling materialised, the
     residual block's 1x1 projection after it (as the PyTorch re-implementation orders them)."""
@@ -141,12 +196,12 @@ def _layer_by_layer(decoder, q):
     return x
 
 
-@pytest.mark.parametrize("decoder, latent, folds", [
-    ("upsample", "spatial", 3),   # the paper's decoder: every block's first conv
-    ("subpixel", "vector", 2),    # the CPU recipe's: both half-resolution blocks
-    ("residual", "spatial", 3),   # the PyTorch re-implementation's blocks
+@pytest.mark.parametrize("decoder, latent, folds, narrow", [
+    ("upsample", "spatial", 3, 1),   # the paper's decoder: every block's first conv; its RGB conv
+    ("subpixel", "vector", 2, 0),    # the CPU recipe's: both half-resolution blocks; 12 channels out
+    ("residual", "spatial", 3, 1),   # the PyTorch re-implementation's blocks; its RGB conv
 ])
-def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, decoder, latent, folds):
+def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, decoder, latent, folds, narrow):
     config = dataclasses.replace(PRESETS["tiny"], decoder=decoder, latent=latent, decoder_depth=2)
     keras.utils.set_random_seed(7)
     dec = networks.build_decoder(config)
@@ -157,9 +212,10 @@ def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, deco
     # variable's path, whose layer numbers depend on the tests that ran before in this process.
     for i, v in enumerate(dec.trainable_variables):
         v.assign(v + 0.1 * tf.random.stateless_normal(v.shape, seed=[6, i]))
-    calls = []
-    fold = networks.upsample_conv
+    calls, narrow_calls = [], []
+    fold, transposed = networks.upsample_conv, networks.narrow_conv
     monkeypatch.setattr(networks, "upsample_conv", lambda *a, **k: calls.append(1) or fold(*a, **k))
+    monkeypatch.setattr(networks, "narrow_conv", lambda *a, **k: narrow_calls.append(1) or transposed(*a, **k))
 
     def outputs_and_grads(fn):
         with tf.GradientTape() as tape:
@@ -169,7 +225,7 @@ def test_decoders_fold_their_upsampling_and_match_their_layers(monkeypatch, deco
         return [y, *tape.gradient(loss, dec.trainable_variables)]
 
     ours = outputs_and_grads(dec)
-    assert len(calls) == folds
+    assert len(calls) == folds and len(narrow_calls) == narrow
     reference = outputs_and_grads(lambda q: _layer_by_layer(dec, q))
     assert all(g is not None for g in ours[1:]) and len(ours) == len(reference)
     # Deeper than one conv, and the gradients sum thousands of terms of both signs, so round-off
