@@ -23,7 +23,8 @@ decoder call):
               at this size, this project folds the first into a conv of the 16x16 map with 2x2
               taps per output pixel, see `hgn.networks.upsample_conv`)
   decoder_16: 416 x 16x16, 64 -> 64  (the middle block's)
-  decoder_rgb: 416 x 32x32, 64 -> 3  (the last conv, to RGB)
+  decoder_rgb: 416 x 32x32, 64 -> 3  (the last conv, to RGB; since commit 417559f this project's
+              float32 decoder runs it as a transposed conv, `hgn.networks.narrow_conv`)
   encoder_32: 16 x 32x32, 64 -> 64   (the full-resolution encoder's hidden convs)
 
 Each library runs in its own process, one core and one thread each, at the same time, then again

@@ -225,7 +225,7 @@ def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None, method=Non
       with AVX2 code paths (one core of the Intel Xeon) the `pytorch` preset's float32 step took
       2.82-2.87 s against 3.01-3.03 with `phases`, the `quick` step 0.166-0.168 against
       0.187-0.194 (`bench/results/hgn_throughput_xeon_avx2_{phases,transposed}_{1,2}.json`). In
-      bfloat16 it was no faster (the last residual block's pass 622 against 631 ms on AMX, ad hoc),
+      bfloat16 it was no faster (the last residual block's pass 622 ms against the phases' 631 on AMX, ad hoc),
       and its full-resolution bias gradient, summed in bfloat16 over 4x the elements of a phase's,
       was 0.33 off float32's (relative norm) where the phases' was 0.07.
     * `phases`: each of the four output phases a 2x2 conv of `x` (`_phase_kernels`), the bias added
