@@ -206,6 +206,24 @@ def _transposed_kernel(kernel: tf.Tensor) -> tf.Tensor:
     return tf.transpose(extend(extend(kernel, 0), 1), [0, 1, 3, 2])
 
 
+def _transposes_in(dtype) -> bool:
+    """Whether the decoder's convs run as transposed convs in `dtype` (`upsample_conv`,
+    `narrow_conv`): in float32 only, where they are faster; in bfloat16 the bias gradient they sum
+    in bfloat16 over a full-resolution map is inaccurate."""
+    return tf.as_dtype(dtype) == tf.float32
+
+
+def _transposed_conv(x: tf.Tensor, kernel: tf.Tensor, stride: int, conv: layers.Conv2D, activation) -> tf.Tensor:
+    """`activation(conv2d_transpose(x, kernel) + conv.bias)`, SAME, `stride` x the size of `x`
+    `[B, h, w, C_in]` with `conv.filters` channels; `x` and `kernel` in `conv`'s compute dtype."""
+    shape = tf.shape(x)
+    y = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], stride * shape[1], stride * shape[2], conv.filters]),
+                               stride, "SAME")
+    if conv.use_bias:
+        y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
+    return activation(y) if activation is not None else y
+
+
 UPSAMPLE_CONV_METHODS = ("transposed", "phases")
 
 
@@ -237,25 +255,19 @@ def upsample_conv(x: tf.Tensor, conv: layers.Conv2D, activation=None, method=Non
     """
     dtype = conv.compute_dtype
     activation = activation or conv.activation
-    method = method or ("transposed" if tf.as_dtype(dtype) == tf.float32 else "phases")
+    method = method or ("transposed" if _transposes_in(dtype) else "phases")
     if method not in UPSAMPLE_CONV_METHODS:
         raise ValueError(f"unknown upsample_conv method {method!r}; valid: {', '.join(UPSAMPLE_CONV_METHODS)}")
     x = tf.cast(x, dtype)
-    bias = tf.cast(conv.bias, dtype) if conv.use_bias else None
     kernel = tf.cast(conv.kernel, tf.float32)
     if method == "transposed":
-        shape = tf.shape(x)
-        y = tf.nn.conv2d_transpose(x, tf.cast(_transposed_kernel(kernel), dtype),
-                                   tf.stack([shape[0], 2 * shape[1], 2 * shape[2], conv.filters]), 2, "SAME")
-        if bias is not None:
-            y = tf.nn.bias_add(y, bias)
-    else:
-        phases = []
-        for (r, s), phase_kernel in zip([(0, 0), (0, 1), (1, 0), (1, 1)], _phase_kernels(kernel)):
-            y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1 - r, r], [1 - s, s], [0, 0]]), tf.cast(phase_kernel, dtype), 1,
-                             "VALID")
-            phases.append(tf.nn.bias_add(y, bias) if bias is not None else y)
-        y = tf.nn.depth_to_space(tf.concat(phases, -1), 2)
+        return _transposed_conv(x, tf.cast(_transposed_kernel(kernel), dtype), 2, conv, activation)
+    bias = tf.cast(conv.bias, dtype) if conv.use_bias else None
+    phases = []
+    for (r, s), phase_kernel in zip([(0, 0), (0, 1), (1, 0), (1, 1)], _phase_kernels(kernel)):
+        y = tf.nn.conv2d(tf.pad(x, [[0, 0], [1 - r, r], [1 - s, s], [0, 0]]), tf.cast(phase_kernel, dtype), 1, "VALID")
+        phases.append(tf.nn.bias_add(y, bias) if bias is not None else y)
+    y = tf.nn.depth_to_space(tf.concat(phases, -1), 2)
     return activation(y) if activation is not None else y
 
 
@@ -267,8 +279,7 @@ def runs_as_transposed_conv(layer) -> bool:
     """Whether `Decoder` runs the layer `layer` as `narrow_conv`: a 3x3 SAME stride-1 conv with
     fewer than `NARROW_FILTERS` output channels (the RGB conv of the `upsample` and `residual`
     decoders), computed in float32."""
-    return (fusable_upsample_conv(layer) and layer.filters < NARROW_FILTERS
-            and tf.as_dtype(layer.compute_dtype) == tf.float32)
+    return fusable_upsample_conv(layer) and layer.filters < NARROW_FILTERS and _transposes_in(layer.compute_dtype)
 
 
 def _flipped_kernel(kernel: tf.Tensor) -> tf.Tensor:
@@ -288,13 +299,7 @@ def narrow_conv(x: tf.Tensor, conv: layers.Conv2D) -> tf.Tensor:
     bfloat16 its bias gradient, summed in bfloat16, was inaccurate (as in `upsample_conv`), so
     `Decoder` uses it in float32 only."""
     dtype = conv.compute_dtype
-    x = tf.cast(x, dtype)
-    kernel = _flipped_kernel(tf.cast(conv.kernel, dtype))
-    shape = tf.shape(x)
-    y = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], shape[1], shape[2], conv.filters]), 1, "SAME")
-    if conv.use_bias:
-        y = tf.nn.bias_add(y, tf.cast(conv.bias, dtype))
-    return conv.activation(y) if conv.activation is not None else y
+    return _transposed_conv(tf.cast(x, dtype), _flipped_kernel(tf.cast(conv.kernel, dtype)), 1, conv, conv.activation)
 
 
 def _upsample(x: tf.Tensor) -> tf.Tensor:

@@ -28,23 +28,26 @@ def _assert_close(ours, reference, rtol=RTOL):
         assert err <= rtol, err
 
 
+def _outputs_and_grads(fn, x, conv, weight, mode):
+    """`fn(x)` and the gradients of `sum(fn(x) * weight)` (a different upstream gradient per output
+    element) for the input and `conv`'s kernel and bias, in `mode` (eager, function or jit)."""
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * weight)
+        return (y, *tape.gradient(loss, [x, conv.kernel, conv.bias]))
+    if mode != "eager":
+        step = tf.function(step, jit_compile=mode == "jit")
+    return step(x)
+
+
 def _upsample_conv_and_reference(x, conv, mode, method=None):
     """Outputs and gradients (input, kernel, bias) of the fold and of upsampling then `conv`."""
     up = keras.layers.UpSampling2D(2, interpolation="nearest")
     weight = tf.random.stateless_normal([*x.shape[:1], 2 * x.shape[1], 2 * x.shape[2], conv.filters], seed=[3, 0])
-
-    def run(fn):
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = fn(x)
-                loss = tf.reduce_sum(tf.cast(y, tf.float32) * weight)  # a different upstream gradient per output element
-            return (y, *tape.gradient(loss, [x, conv.kernel, conv.bias]))
-        if mode != "eager":
-            step = tf.function(step, jit_compile=mode == "jit")
-        return step(x)
-
-    return run(lambda x: networks.upsample_conv(x, conv, method=method)), run(lambda x: conv(up(x)))
+    return (_outputs_and_grads(lambda x: networks.upsample_conv(x, conv, method=method), x, conv, weight, mode),
+            _outputs_and_grads(lambda x: conv(up(x)), x, conv, weight, mode))
 
 
 @pytest.mark.parametrize("method", networks.UPSAMPLE_CONV_METHODS)
@@ -128,19 +131,8 @@ def test_only_3x3_same_stride_1_convs_are_fused():
 def _narrow_conv_and_reference(x, conv, mode):
     """Outputs and gradients (input, kernel, bias) of `narrow_conv` and of `conv` itself."""
     weight = tf.random.stateless_normal([*x.shape[:3], conv.filters], seed=[3, 1])
-
-    def run(fn):
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = fn(x)
-                loss = tf.reduce_sum(y * weight)
-            return (y, *tape.gradient(loss, [x, conv.kernel, conv.bias]))
-        if mode != "eager":
-            step = tf.function(step, jit_compile=mode == "jit")
-        return step(x)
-
-    return run(lambda x: networks.narrow_conv(x, conv)), run(conv)
+    return (_outputs_and_grads(lambda x: networks.narrow_conv(x, conv), x, conv, weight, mode),
+            _outputs_and_grads(conv, x, conv, weight, mode))
 
 
 def _rgb_conv(x):
