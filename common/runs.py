@@ -7,8 +7,11 @@ either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -128,6 +131,84 @@ def check_writable_dir(path: PathLike, flag: str = "--run-dir") -> Path:
     except OSError as e:
         raise RunError(f"{flag} {str(path)!r} is not writable: {e.strerror or e}") from None
     return path
+
+
+# The temporaries of `atomic_write_bytes` and `atomic_directory` (".<name>.<random>.tmp") and the
+# probe of `check_writable_dir`: what a SIGKILL inside a write leaves behind.
+_TEMPORARY = re.compile(r"^\.(.+\.tmp|write-probe\..+)$")
+
+
+@contextlib.contextmanager
+def claim_run_dir(run_dir: PathLike, flag: str = "--run-dir") -> Iterator[Path]:
+    """Holds `run_dir` for this process: a second run on the same folder is refused instead of
+    interleaving its checkpoints and files with this one's.
+
+    The claim is an exclusive `flock` on the folder itself, which the kernel drops when the
+    process ends however it ends (SIGKILL included): a crashed run never leaves the folder
+    claimed, and no lock file is written, so a refused run changes no byte of it. Once it holds the claim, it sweeps
+    what an interrupted run left (`sweep_temporaries`), which only the holder may do: another
+    writer's temporary would be live.
+
+    Raises:
+      RunError: another process holds `run_dir`; the message names its pid and command where
+        Linux's /proc tells them.
+    """
+    path = Path(run_dir)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunError(f"{flag} {str(path)!r} cannot be locked: {e.strerror or e}") from None
+            raise RunError(f"{flag} {str(path)!r} is in use by a run that has not ended ({_lock_holder(fd)}); "
+                           f"wait for it to end or stop it, then --resume, or pick another {flag}") from None
+        sweep_temporaries(path)
+        yield path
+    finally:
+        os.close(fd)  # drops the flock
+
+
+def _lock_holder(fd: int) -> str:
+    """"pid N: its command" of the process holding a flock on the folder open as `fd`, read from
+    /proc/locks and /proc/N/cmdline; "another process" where they do not tell."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            pids = [int(fields[4]) for fields in map(str.split, f)
+                    if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device]
+        if not pids:
+            return "another process"
+        with open(f"/proc/{pids[0]}/cmdline", "rb") as f:
+            command = " ".join(f.read().decode("utf-8", "replace").replace("\0", " ").split())
+    except (OSError, ValueError):
+        return "another process"
+    return f"pid {pids[0]}: {command if len(command) <= 160 else command[:157] + '...'}"
+
+
+def sweep_temporaries(run_dir: PathLike) -> list:
+    """Removes what a run killed inside a write left in `run_dir` (where every run writes its files
+    and exports) and returns it: the hidden temporaries of `atomic_write_bytes`,
+    `atomic_directory` and `check_writable_dir`. An `atomic_directory` killed between its two
+    renames left the previous folder as `.<name>.old` and none under its name: that one is put
+    back, not removed. Call it only while holding `claim_run_dir`."""
+    swept = []
+    for p in sorted(Path(run_dir).iterdir()):
+        if p.name.startswith(".") and p.name.endswith(".old") and p.is_dir() and not p.is_symlink():
+            target = p.with_name(p.name[1:-len(".old")])
+            if target.exists():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.replace(p, target)
+            swept.append(p)
+        elif _TEMPORARY.match(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            swept.append(p)
+    return swept
 
 
 def holds_checkpoints(checkpoint_dir: PathLike) -> bool:

@@ -3,14 +3,20 @@ import dataclasses
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 from typing import Optional, Tuple
 
 import pytest
 
 from common.config import field, from_dict, parse_config, positive, to_dict
-from common.runs import (HISTORY_FILE, atomic_directory, atomic_write_json, check_writable_dir, load_history,
-                         run_cli, RunError)
+from common.runs import (HISTORY_FILE, atomic_directory, atomic_write_json, check_writable_dir,
+                         claim_run_dir, load_history, run_cli, sweep_temporaries, RunError)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,3 +185,85 @@ def test_training_clock_leaves_out_each_fit_calls_set_up_and_first_batch():
     counted = clock.seconds()
     fit_call(0.0, 0.4, 0.1)  # a resume or rollback compiles again: left out again
     assert clock.paused >= 1.0 and 0.1 <= clock.seconds() - counted < 0.3
+
+
+def _python(code: str) -> subprocess.Popen:
+    """`code` in a fresh Python process that imports this repository (no TensorFlow)."""
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _killed_inside(code: str) -> None:
+    """Runs `code` in a fresh process in which the `n`-th `os.replace` is a SIGKILL instead (`n`
+    set by the code): a crash inside one of common.runs' atomic writes, as a power cut leaves it."""
+    proc = _python("import os, signal\n"
+                   "calls = [0]\n"
+                   "real_replace = os.replace\n"
+                   "def replace(*args):\n"
+                   "    calls[0] += 1\n"
+                   "    if calls[0] == n:\n"
+                   "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                   "    real_replace(*args)\n"
+                   "os.replace = replace\n" + code)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_held_run_dir_is_refused_until_its_holder_ends_however_it_ends(tmp_path):
+    run = check_writable_dir(tmp_path / "run")
+    holder = _python(f"from common.runs import claim_run_dir\n"
+                     f"with claim_run_dir({str(run)!r}):\n"
+                     f"    print('held', flush=True)\n"
+                     f"    import time; time.sleep(120)")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        stale = run / ".history.json.abc123.tmp"
+        stale.write_text("[")
+        with pytest.raises(RunError, match=rf"--run-dir '.*/run' is in use by a run that has not ended "
+                                           rf"\(pid {holder.pid}: .*python.* -c from common.runs import claim_run_dir "
+                                           rf"with claim_run_dir.*\); wait for it"):
+            with claim_run_dir(run):
+                pass
+        assert stale.exists()  # only the holder sweeps: this could be a live writer's temporary
+        assert [p.name for p in run.iterdir()] == [stale.name]  # no lock file: the folder itself is locked
+    finally:
+        holder.kill()  # SIGKILL: no chance to release anything itself
+        holder.wait(timeout=30)
+    with claim_run_dir(run):  # the kernel dropped the killed holder's lock
+        assert not stale.exists()  # swept by the new holder
+    with claim_run_dir(run):  # released at the end of the block: the same process claims it again
+        pass
+
+
+def test_the_sweep_removes_exactly_what_a_kill_inside_an_atomic_write_leaves(tmp_path):
+    run = check_writable_dir(tmp_path / "run")
+    # Killed inside atomic_write_json (its only os.replace): the old history stays, the new one
+    # is a hidden temporary.
+    atomic_write_json(run / HISTORY_FILE, [{"step": 1}])
+    _killed_inside(f"n = 1\nfrom common.runs import atomic_write_json\n"
+                   f"atomic_write_json({str(run / HISTORY_FILE)!r}, [{{'step': 2}}])")
+    # Killed inside atomic_directory between its two renames: the previous export is
+    # `.saved_model.old`, the new one a temporary, and nothing is named saved_model.
+    with atomic_directory(run / "saved_model") as tmp:
+        (tmp / "v").write_text("1")
+    _killed_inside(f"n = 2\nfrom common.runs import atomic_directory\n"
+                   f"with atomic_directory({str(run / 'saved_model')!r}) as tmp:\n"
+                   f"    (tmp / 'v').write_text('2')")
+    # An `.old` beside a complete export (killed before deleting it) is a leftover too.
+    (run / "export").mkdir()
+    (run / ".export.old").mkdir()
+    # What is not a leftover: the user's and the run's own files.
+    for name in ("keep.tmp", ".notes"):
+        (run / name).write_text("x")
+    left = sorted(p.name for p in run.iterdir())
+    assert not (run / "saved_model").exists() and ".saved_model.old" in left
+    assert sum(name.startswith(f".{HISTORY_FILE}.") and name.endswith(".tmp") for name in left) == 1
+    assert sum(name.startswith(".saved_model.") and name.endswith(".tmp") for name in left) == 1
+
+    swept = sweep_temporaries(run)
+
+    assert len(swept) == 4, swept
+    assert sorted(p.name for p in run.iterdir()) == [".notes", "export", HISTORY_FILE, "keep.tmp", "saved_model"]
+    assert json.loads((run / HISTORY_FILE).read_text()) == [{"step": 1}]
+    assert (run / "saved_model" / "v").read_text() == "1"  # the previous export, put back
+    assert sweep_temporaries(run) == []

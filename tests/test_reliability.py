@@ -25,9 +25,9 @@ def _default_sigint():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _start(args):
+def _start(args, program="train_nhf.py"):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
-    return subprocess.Popen([sys.executable, str(ROOT / "train_nhf.py"), *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, str(ROOT / program), *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
@@ -72,15 +72,40 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
     for p in written:
         json.loads(p.read_text())  # whole: a torn JSON file would not parse
 
+    # What such a kill leaves is swept by the resumed run, which holds the folder (claim_run_dir):
+    # planted here, since the kill above lands inside a write only now and then.
+    (run / ".metrics.json.planted.tmp").write_text("{")
     resumed = _start(["--run-dir", run, "--resume", "--no-progress"])  # the run's own config
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == uninterrupted["step"] == 400
     # Same step counter, optimizer state, data position and random stream: the same model.
     # Tolerance: float32 round-off only (a different stream would differ by ~1e-2 nats).
     assert metrics["test_nll"] == pytest.approx(uninterrupted["test_nll"], abs=1e-5)
     assert metrics["train_nll"] == pytest.approx(uninterrupted["train_nll"], abs=1e-5)
+
+
+@pytest.mark.parametrize("program, args", [("train_nhf.py", NHF_ARGS),
+                                           ("train_hgn.py", ["--dataset", "pendulum", "--preset", "tiny"])])
+def test_a_second_trainer_on_a_live_run_dir_is_refused_and_writes_nothing(program, args, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom common.runs import claim_run_dir\n"
+                               "with claim_run_dir(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)",
+                               str(run)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = _start([*args, "--run-dir", run], program)
+        out, err = second.communicate(timeout=300)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert second.returncode == 1, err[-3000:]
+    assert f"{program}: error: --run-dir '{run}' is in use by a run that has not ended (pid {holder.pid}:" in err
+    assert not list(run.iterdir())  # no config, checkpoint or output of its own
 
 
 def test_sigint_saves_a_checkpoint_before_exiting(tmp_path):
