@@ -111,10 +111,11 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 class TrainingClock:
     """Wall-clock seconds spent training, excluding the pauses callbacks declare (test-curve
-    evaluations and, through `ExcludeCompilation`, compilation add their duration to `paused`)."""
+    evaluations and, through `ExcludeCompilation`, compilation add their duration to `paused`);
+    a resumed run's clock starts at the seconds it `spent` before (`spent_training_seconds`)."""
 
-    def __init__(self):
-        self.start = time.monotonic()
+    def __init__(self, spent: float = 0.0):
+        self.start = time.monotonic() - spent
         self.paused = 0.0
 
     def seconds(self) -> float:
@@ -180,20 +181,23 @@ class ClockVariable(keras.callbacks.Callback):
 
 class ScalarLogger(keras.callbacks.Callback):
     """TensorBoard scalars (`train/<name>` and `train/learning_rate`) every `every` steps, and
-    the same values appended to `history` as `{"step", <name>..., "learning_rate", "wall_seconds"}`.
+    the same values appended to `history` as `{"step", <name>..., "learning_rate", "wall_seconds"}`,
+    with the `clock`'s `"train_seconds"` when given one (a resume continues its budget from them).
 
     Written with core TF ops only (see `write_scalar`): `keras.callbacks.TensorBoard` needs the
     `tensorboard` package at run time. Keras's trackers average from the start of the epoch;
     with `reset_metrics` each logged value is the mean over the `every` steps since the last one.
     """
 
-    def __init__(self, log_dir, every: int, history: Optional[List[dict]] = None, reset_metrics: bool = False):
+    def __init__(self, log_dir, every: int, history: Optional[List[dict]] = None, reset_metrics: bool = False,
+                 clock: Optional[TrainingClock] = None):
         super().__init__()
         # No log_dir (e.g. a non-chief worker): the history only.
         self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else tf.summary.create_noop_writer()
         self.every = every
         self.history = history if history is not None else []
         self.reset_metrics = reset_metrics
+        self.clock = clock  # its seconds go into each entry as "train_seconds": a resume reads them back
 
     def on_train_begin(self, logs=None):
         self.start = time.monotonic()
@@ -204,7 +208,10 @@ class ScalarLogger(keras.callbacks.Callback):
             return
         values = {name: float(value) for name, value in logs.items()}
         values["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
-        self.history.append({"step": step, **values, "wall_seconds": round(time.monotonic() - self.start, 3)})
+        entry = {"step": step, **values, "wall_seconds": round(time.monotonic() - self.start, 3)}
+        if self.clock is not None:
+            entry["train_seconds"] = round(self.clock.seconds(), 3)
+        self.history.append(entry)
         with self.writer.as_default():
             for name, value in values.items():
                 write_scalar(f"train/{name}", value, step=step)

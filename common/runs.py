@@ -91,6 +91,15 @@ def load_history(run_dir: PathLike, upto: int, name: str = HISTORY_FILE) -> list
     return [h for h in json.loads(path.read_text()) if h["step"] <= upto]
 
 
+def spent_training_seconds(*records: Sequence[dict]) -> float:
+    """The training time a resumed run has already spent: the latest `train_seconds` among the
+    entries of `records` (history and test-curve lists, kept up to the restored step), 0 where
+    none has one (a new run, or a run from before the field). At most one logging interval of
+    training goes uncounted, so a resumed budget errs by that much on the long side."""
+    return max((float(e["train_seconds"]) for entries in records for e in entries if "train_seconds" in e),
+               default=0.0)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike) -> Iterator[Path]:
     """Yields a temporary sibling folder; on success it replaces `path` in one rename.

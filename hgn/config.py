@@ -124,8 +124,8 @@ class HGNConfig:
     final_lr_fraction: float = field(0.1, "cosine decay ends at this fraction of --learning-rate")
     steps: int = field(500_000, "training steps (batches)")
     max_train_minutes: Optional[float] = field(
-        None, "stop training after this many minutes of training steps (the wall clock less compilation and "
-              "test-curve scoring; none: run all --steps)")
+        None, "stop training after this many minutes of training steps, counted over resumes (the wall clock "
+              "less compilation and test-curve scoring; none: run all --steps)")
     pace: str = field(
         "steps", f"{', '.join(PACES)}: what the warm-up, the curriculum and the cosine decay follow. steps: the "
                  "step count, reaching their ends at --steps. time (needs --max-train-minutes): the training "

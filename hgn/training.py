@@ -32,7 +32,8 @@ from common import distribute
 # StepCheckpoint, NonFiniteGuard and the others lived here before moving to common.callbacks.
 from common.callbacks import (ClockVariable, ExcludeCompilation, NonFiniteGuard, ScalarLogger,  # noqa: F401
                               StepCheckpoint, TimeBudget, TrainingClock, fit_with_rollbacks)
-from common.runs import HISTORY_FILE, atomic_write_json, load_history, restore_newest_readable
+from common.runs import (HISTORY_FILE, atomic_write_json, load_history, restore_newest_readable,
+                         spent_training_seconds)
 from common.schedules import ScaledSchedule, warmup_cosine
 from hgn.config import HGNConfig
 from hgn.model import HGN
@@ -187,12 +188,9 @@ class _Records:
         self.run_dir, self.chief = run_dir, chief
         self.history = load_history(run_dir, start) if chief else []
         self.curve = load_history(run_dir, start, CURVE_FILE) if chief else []
-        self.clock = TrainingClock()
         # A resumed run's clock continues from the training time already spent: the checkpointed
-        # seconds of a time-paced run (`spent`), else the test curve's last point.
-        if spent is None and self.curve:
-            spent = self.curve[-1]["train_seconds"]
-        self.clock.start -= spent or 0.0
+        # seconds of a time-paced run (`spent`), else the latest logged or test-curve point's.
+        self.clock = TrainingClock(spent if spent is not None else spent_training_seconds(self.history, self.curve))
 
     def write(self, step: int) -> None:
         atomic_write_json(self.run_dir / HISTORY_FILE, [h for h in self.history if h["step"] <= step])
@@ -237,13 +235,15 @@ def train(model: HGN, dataset: tf.data.Dataset, run_dir, *, manager: tf.train.Ch
 
     def callbacks(checkpointer):
         logger = ScalarLogger(records.run_dir / LOG_DIR, every=max(1, min(50, c.checkpoint_every)),
-                              history=records.history) if chief else None
+                              history=records.history, clock=records.clock) if chief else None
         return [
             ExcludeCompilation(records.clock),  # first: the clock's readers below see its pause
             *([TestCurve(curve_frames, c.curve_every_minutes, records.clock, records.curve, logger.writer)]
               if chief and curve_frames is not None and c.curve_every_minutes else []),
-            checkpointer,
+            # The logger before the checkpointer: the history written with a checkpoint then holds
+            # that step's entry, and with it the training seconds a resume continues from.
             *([logger] if logger else []),
+            checkpointer,
             *([TimeBudget(c.max_train_minutes, records.clock)] if c.max_train_minutes else []),
             *([ClockVariable(model.train_seconds, records.clock)] if model.train_seconds is not None else []),
             *(extra_callbacks or []),

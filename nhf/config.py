@@ -63,9 +63,9 @@ class NHFConfig:
     eval_momenta: int = field(256, "K of the importance-weighted bound used for the reported NLL")
     eval_every: int = field(500, "steps between quick test evaluations (K=32, 2,000 points) for the curve")
     checkpoint_every: int = field(1000, "steps between checkpoints (also the progress-bar epoch length)")
-    max_train_minutes: Optional[float] = field(None, "stop training after this many minutes of training steps (the "
-                                                     "wall clock less compilation; none: run all --steps); a "
-                                                     "checkpoint is saved at the stop")
+    max_train_minutes: Optional[float] = field(None, "stop training after this many minutes of training steps, "
+                                                     "counted over resumes (the wall clock less compilation; none: "
+                                                     "run all --steps); a checkpoint is saved at the stop")
     log_every: int = field(50, "steps between TensorBoard scalars")
     max_nonfinite_steps: int = field(20, "consecutive non-finite steps (skipped, never applied) before rolling back "
                                          "to the last checkpoint", aliases=("--max-bad-steps",))

@@ -41,7 +41,8 @@ import tensorflow as tf
 from common import distribute
 from common.callbacks import (ExcludeCompilation, ScalarLogger, TimeBudget, TrainingClock, fit_with_rollbacks,
                               write_scalar)
-from common.runs import HISTORY_FILE, RunError, atomic_write_json, load_history, restore_newest_readable
+from common.runs import (HISTORY_FILE, RunError, atomic_write_json, load_history, restore_newest_readable,
+                         spent_training_seconds)
 from common.schedules import ScaledSchedule, warmup_cosine
 from data import samples as samples_lib
 from data.samples import sample_batches, vi_batches
@@ -303,9 +304,10 @@ def train(run: Run, run_dir, progress: int = 1,
     c, model, chief, run_dir = run.config, run.model, run.chief, Path(run_dir)
     start = run.step
     history = load_history(run_dir, start) if chief else []
-    stats, clock, t0 = TrainingStats(), TrainingClock(), time.perf_counter()
+    # A resumed run's clock, and so its --max-train-minutes, continues from the time already spent.
+    stats, clock, t0 = TrainingStats(), TrainingClock(spent_training_seconds(history)), time.perf_counter()
     logger = ScalarLogger(run_dir / LOG_DIR if chief else None, every=c.log_every, history=history,
-                          reset_metrics=True)
+                          reset_metrics=True, clock=clock)
 
     def callbacks(checkpointer):
         return [ExcludeCompilation(clock),  # first: the budget below sees its pause

@@ -14,7 +14,8 @@ import pytest
 
 from common.config import field, from_dict, parse_config, positive, to_dict
 from common.runs import (HISTORY_FILE, atomic_directory, atomic_write_json, check_writable_dir,
-                         claim_run_dir, load_history, run_cli, sweep_temporaries, RunError)
+                         claim_run_dir, load_history, run_cli, spent_training_seconds, sweep_temporaries,
+                         RunError)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,6 +131,15 @@ def test_run_cli_shortens_huge_messages_but_keeps_both_ends(capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and len(err) < 800
     assert "cannot convert" in err and "python -m data.generate" in err and " ... " in err
+
+
+def test_spent_training_seconds_is_the_latest_logged_clock_reading():
+    history = [{"step": 10, "train_seconds": 4.0}, {"step": 20, "train_seconds": 9.5}]
+    curve = [{"step": 15, "train_seconds": 7.0}]
+    assert spent_training_seconds(history, curve) == 9.5
+    assert spent_training_seconds([], [{"step": 30, "train_seconds": 12.0}]) == 12.0
+    assert spent_training_seconds([{"step": 10, "loss": 1.0}]) == 0.0  # a run from before the field: from 0
+    assert spent_training_seconds() == 0.0
 
 
 def test_load_history_keeps_what_the_checkpoint_covers(tmp_path):

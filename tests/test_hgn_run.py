@@ -256,3 +256,22 @@ def test_time_paced_run_feeds_its_clock_to_the_schedule_and_resumes_it(arrays, t
     resumed.train_seconds.assign(spent + 900.0)
     training.train(resumed, _dataset(arrays), tmp_path, manager=manager, verbose=0)
     assert int(resumed.train_steps.numpy()) == 8 and float(resumed.train_seconds.numpy()) > spent + 900.0
+
+
+def test_a_resumed_step_paced_run_continues_its_time_budget(arrays, tmp_path):
+    # Without a test curve or time pacing the clock is not checkpointed: a resume reads the training
+    # seconds logged in history.json up to the restored step (common.runs.spent_training_seconds).
+    config = dataclasses.replace(CONFIG, max_train_minutes=1.0, steps=8, checkpoint_every=4)
+    model = training.build_model(config)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(model, _dataset(arrays), tmp_path, manager=training.checkpoint_manager(model, tmp_path),
+                       verbose=0, extra_callbacks=[_Interrupt(4)])
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["step"] for h in history] == [4] and 0.0 < history[0]["train_seconds"] < 60.0
+    history[0]["train_seconds"] = 60.5  # as if those 4 steps had used the whole minute
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    resumed = training.build_model(config)
+    manager = training.checkpoint_manager(resumed, tmp_path)
+    training.restore_latest(resumed, manager, required=True)
+    training.train(resumed, _dataset(arrays), tmp_path, manager=manager, verbose=0)
+    assert int(resumed.train_steps.numpy()) == 5  # one step, then the spent budget stops it (a fresh clock: 8)

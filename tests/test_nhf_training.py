@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -131,6 +132,27 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     training.train(resumed, tmp_path / "split", progress=False)
     for a, b in zip(whole.model.density_variables, resumed.model.density_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)  # XLA on CPU
+
+
+def test_a_resumed_run_continues_its_time_budget(tmp_path):
+    # --max-train-minutes is a total over resumes: a resumed run's clock starts at the training
+    # seconds its history logged up to the restored step (the field is new; runs without it restart at 0).
+    base = dataclasses.replace(TINY, steps=60, checkpoint_every=20, eval_every=10**6, log_every=10, export=False,
+                               test_size=200, eval_momenta=8, widths=(16,), encoder_widths=(16,), max_train_minutes=1.0)
+    first = training.build_run(dataclasses.replace(base, steps=20), tmp_path / "spent")
+    training.train(first, tmp_path / "spent", progress=False)
+    history = json.loads((tmp_path / "spent" / "history.json").read_text())
+    assert [h["step"] for h in history] == [10, 20]
+    assert 0.0 < history[0]["train_seconds"] < history[1]["train_seconds"] < 60.0  # the clock, not wall time since start
+    shutil.copytree(tmp_path / "spent", tmp_path / "fresh")
+    # As if those 20 steps had used the whole minute: the resumed run stops after one step.
+    history[-1]["train_seconds"] = 60.5
+    (tmp_path / "spent" / "history.json").write_text(json.dumps(history))
+    for name, end in (("spent", 21), ("fresh", 60)):  # untouched, the same resume trains to the end
+        resumed = training.build_run(base, tmp_path / name)
+        training.restore_latest(resumed, required=True)
+        training.train(resumed, tmp_path / name, progress=False)
+        assert int(resumed.model.train_steps.numpy()) == end, name
 
 
 def test_pipeline_started_at_a_step_continues_the_same_stream():
