@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -159,6 +160,13 @@ class TimeBudget(keras.callbacks.Callback):
         super().__init__()
         self.seconds = 60.0 * minutes
         self.clock = clock
+
+    def on_train_begin(self, logs=None):
+        spent = self.clock.seconds()
+        if spent >= self.seconds:  # a resume of a run that had used its budget
+            print(f"note: --max-train-minutes {self.seconds / 60:g} is already spent ({spent / 60:.1f} minutes of "
+                  f"training so far): one step, then the rest of the run; give a larger --max-train-minutes to "
+                  f"train longer", file=sys.stderr, flush=True)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.clock.seconds() >= self.seconds:

@@ -136,15 +136,33 @@ def check_writable_dir(path: PathLike, flag: str = "--run-dir") -> Path:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
         os.close(fd)
-        os.unlink(probe)
+        with contextlib.suppress(FileNotFoundError):  # swept by the run that holds the folder
+            os.unlink(probe)
     except OSError as e:
         raise RunError(f"{flag} {str(path)!r} is not writable: {e.strerror or e}") from None
     return path
 
 
-# The temporaries of `atomic_write_bytes` and `atomic_directory` (".<name>.<random>.tmp") and the
-# probe of `check_writable_dir`: what a SIGKILL inside a write leaves behind.
-_TEMPORARY = re.compile(r"^\.(.+\.tmp|write-probe\..+)$")
+# What a SIGKILL inside one of this module's writes leaves in a run folder, and nothing else:
+# `tempfile`'s names (8 random characters of [a-z0-9_]) for the temporaries of `atomic_write_bytes`
+# and `atomic_directory` (".<name>.XXXXXXXX.tmp") and the probe of `check_writable_dir`; and the
+# previous export an `atomic_directory` killed between its two renames left as ".saved_model.old".
+_TEMPORARY = re.compile(r"^\.(.+\.[a-z0-9_]{8}\.tmp|write-probe\.[a-z0-9_]{8})$")
+EXPORT_DIR = "saved_model"  # where both models' runs export (`atomic_directory`)
+
+# The folders this process holds (`claim_run_dir`), closed in a forked child (e.g. the dataset
+# generator's worker pool), which would otherwise share the lock and hold it after this process dies.
+_CLAIMED: set = set()
+
+
+def _close_claims_in_child() -> None:
+    for fd in _CLAIMED:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _CLAIMED.clear()
+
+
+os.register_at_fork(after_in_child=_close_claims_in_child)
 
 
 @contextlib.contextmanager
@@ -154,58 +172,77 @@ def claim_run_dir(run_dir: PathLike, flag: str = "--run-dir") -> Iterator[Path]:
 
     The claim is an exclusive `flock` on the folder itself, which the kernel drops when the
     process ends however it ends (SIGKILL included): a crashed run never leaves the folder
-    claimed, and no lock file is written, so a refused run changes no byte of it. Once it holds the claim, it sweeps
-    what an interrupted run left (`sweep_temporaries`), which only the holder may do: another
-    writer's temporary would be live.
+    claimed, and no lock file is written, so a refused run changes no byte of it. The lock is
+    local to the machine (on NFS too: Linux does not carry a folder's `flock` to the server).
+    Once it holds the claim, it sweeps what an interrupted run left (`sweep_temporaries`), which
+    only the holder may do: another writer's temporary would be live. On a file system that
+    cannot `flock` it warns and runs without the claim and the sweep.
 
     Raises:
-      RunError: another process holds `run_dir`; the message names its pid and command where
-        Linux's /proc tells them.
+      RunError: another process holds `run_dir` (the message names its pid and command where
+        Linux's /proc tells them), or the folder cannot be opened.
     """
     path = Path(run_dir)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise RunError(f"{flag} {str(path)!r} cannot be opened: {e.strerror or e}") from None
+    owner = os.getpid()  # a forked child closed its copy of `fd` at the fork; it must not close that number again
+    try:
+        unsupported = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunError(f"{flag} {str(path)!r} cannot be locked: {e.strerror or e}") from None
-            raise RunError(f"{flag} {str(path)!r} is in use by a run that has not ended ({_lock_holder(fd)}); "
-                           f"wait for it to end or stop it, then --resume, or pick another {flag}") from None
-        sweep_temporaries(path)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunError(f"{flag} {str(path)!r} is in use by a run that has not ended ({_lock_holder(fd)}); "
+                               f"wait for it to end or stop it, then --resume, or pick another {flag}") from None
+            unsupported = e.strerror or str(e)
+        if unsupported:
+            print(f"warning: {flag} {str(path)!r} cannot be locked ({unsupported}): nothing stops a second run on it",
+                  file=sys.stderr)
+        else:
+            _CLAIMED.add(fd)
+            sweep_temporaries(path)
         yield path
     finally:
-        os.close(fd)  # drops the flock
+        if os.getpid() == owner:
+            _CLAIMED.discard(fd)
+            os.close(fd)  # drops the flock
 
 
 def _lock_holder(fd: int) -> str:
     """"pid N: its command" of the process holding a flock on the folder open as `fd`, read from
-    /proc/locks and /proc/N/cmdline; "another process" where they do not tell."""
+    /proc/locks and /proc/N/cmdline; "another process" where they do not tell. /proc/locks names
+    the file system's device, which `stat` reports differently on btrfs subvolumes: then the one
+    flock holder of that inode number is taken."""
     st = os.fstat(fd)
     device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks") as f:
-            pids = [int(fields[4]) for fields in map(str.split, f)
-                    if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device]
-        if not pids:
+            flocks = [(int(fields[4]), fields[5]) for fields in map(str.split, f)
+                      if len(fields) > 5 and fields[1] == "FLOCK"]
+        pids = ([pid for pid, dev in flocks if dev == device]
+                or [pid for pid, dev in flocks if dev.rsplit(":", 1)[-1] == str(st.st_ino)])
+        if len(set(pids)) != 1:
             return "another process"
         with open(f"/proc/{pids[0]}/cmdline", "rb") as f:
             command = " ".join(f.read().decode("utf-8", "replace").replace("\0", " ").split())
     except (OSError, ValueError):
         return "another process"
-    return f"pid {pids[0]}: {command if len(command) <= 160 else command[:157] + '...'}"
+    return f"pid {pids[0]}: {command if len(command) <= 300 else command[:297] + '...'}"
 
 
 def sweep_temporaries(run_dir: PathLike) -> list:
     """Removes what a run killed inside a write left in `run_dir` (where every run writes its files
     and exports) and returns it: the hidden temporaries of `atomic_write_bytes`,
-    `atomic_directory` and `check_writable_dir`. An `atomic_directory` killed between its two
-    renames left the previous folder as `.<name>.old` and none under its name: that one is put
-    back, not removed. Call it only while holding `claim_run_dir`."""
+    `atomic_directory` and `check_writable_dir`, by their exact `tempfile` names. An
+    `atomic_directory` export killed between its two renames left the previous export as
+    `.saved_model.old` and none as `saved_model`: that one is put back, not removed. Call it only
+    while holding `claim_run_dir`."""
     swept = []
     for p in sorted(Path(run_dir).iterdir()):
-        if p.name.startswith(".") and p.name.endswith(".old") and p.is_dir() and not p.is_symlink():
-            target = p.with_name(p.name[1:-len(".old")])
+        if p.name == f".{EXPORT_DIR}.old" and p.is_dir() and not p.is_symlink():
+            target = p.with_name(EXPORT_DIR)
             if target.exists():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -221,17 +221,24 @@ def _killed_inside(code: str) -> None:
 
 def test_a_held_run_dir_is_refused_until_its_holder_ends_however_it_ends(tmp_path):
     run = check_writable_dir(tmp_path / "run")
-    holder = _python(f"from common.runs import claim_run_dir\n"
+    # The holder forks a child that outlives it (as the dataset generator's worker pool may): the
+    # child must not keep the claim (common.runs closes it in forked children).
+    holder = _python(f"import os, time\n"
+                     f"from common.runs import claim_run_dir\n"
                      f"with claim_run_dir({str(run)!r}):\n"
-                     f"    print('held', flush=True)\n"
-                     f"    import time; time.sleep(120)")
+                     f"    child = os.fork()\n"
+                     f"    if child == 0:\n"
+                     f"        time.sleep(120)\n"
+                     f"        os._exit(0)\n"
+                     f"    print(child, flush=True)\n"
+                     f"    time.sleep(120)")
+    child = None
     try:
-        assert holder.stdout.readline().strip() == "held"
-        stale = run / ".history.json.abc123.tmp"
+        child = int(holder.stdout.readline())
+        stale = run / ".history.json.abc12345.tmp"
         stale.write_text("[")
         with pytest.raises(RunError, match=rf"--run-dir '.*/run' is in use by a run that has not ended "
-                                           rf"\(pid {holder.pid}: .*python.* -c from common.runs import claim_run_dir "
-                                           rf"with claim_run_dir.*\); wait for it"):
+                                           rf"\(pid {holder.pid}: .+\); wait for it to end"):
             with claim_run_dir(run):
                 pass
         assert stale.exists()  # only the holder sweeps: this could be a live writer's temporary
@@ -239,10 +246,14 @@ def test_a_held_run_dir_is_refused_until_its_holder_ends_however_it_ends(tmp_pat
     finally:
         holder.kill()  # SIGKILL: no chance to release anything itself
         holder.wait(timeout=30)
-    with claim_run_dir(run):  # the kernel dropped the killed holder's lock
-        assert not stale.exists()  # swept by the new holder
-    with claim_run_dir(run):  # released at the end of the block: the same process claims it again
-        pass
+    try:
+        with claim_run_dir(run):  # the kernel dropped the killed holder's lock; its live child has none
+            assert not stale.exists()  # swept by the new holder
+        with claim_run_dir(run):  # released at the end of the block: the same process claims it again
+            pass
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
 
 
 def test_the_sweep_removes_exactly_what_a_kill_inside_an_atomic_write_leaves(tmp_path):
@@ -259,21 +270,28 @@ def test_the_sweep_removes_exactly_what_a_kill_inside_an_atomic_write_leaves(tmp
     _killed_inside(f"n = 2\nfrom common.runs import atomic_directory\n"
                    f"with atomic_directory({str(run / 'saved_model')!r}) as tmp:\n"
                    f"    (tmp / 'v').write_text('2')")
-    # An `.old` beside a complete export (killed before deleting it) is a leftover too.
-    (run / "export").mkdir()
-    (run / ".export.old").mkdir()
-    # What is not a leftover: the user's and the run's own files.
-    for name in ("keep.tmp", ".notes"):
-        (run / name).write_text("x")
     left = sorted(p.name for p in run.iterdir())
     assert not (run / "saved_model").exists() and ".saved_model.old" in left
     assert sum(name.startswith(f".{HISTORY_FILE}.") and name.endswith(".tmp") for name in left) == 1
     assert sum(name.startswith(".saved_model.") and name.endswith(".tmp") for name in left) == 1
+    # A probe of check_writable_dir (killed between creating and deleting it).
+    probe = tempfile.mkstemp(prefix=".write-probe.", dir=run)
+    os.close(probe[0])
+    # What is not a leftover: the user's and the run's own files, hidden backups and temporaries
+    # of other programs included (the run folder may be any folder).
+    for name in ("keep.tmp", ".notes", ".bash_history.tmp", ".history.json.tmp", ".write-probe"):
+        (run / name).write_text("x")
+    (run / ".config.old").mkdir()
 
     swept = sweep_temporaries(run)
 
     assert len(swept) == 4, swept
-    assert sorted(p.name for p in run.iterdir()) == [".notes", "export", HISTORY_FILE, "keep.tmp", "saved_model"]
+    assert sorted(p.name for p in run.iterdir()) == [".bash_history.tmp", ".config.old", ".history.json.tmp",
+                                                     ".notes", ".write-probe", HISTORY_FILE, "keep.tmp", "saved_model"]
     assert json.loads((run / HISTORY_FILE).read_text()) == [{"step": 1}]
     assert (run / "saved_model" / "v").read_text() == "1"  # the previous export, put back
     assert sweep_temporaries(run) == []
+    # An `.old` beside a complete export (killed before deleting it) is a leftover too.
+    (run / ".saved_model.old").mkdir()
+    assert [p.name for p in sweep_temporaries(run)] == [".saved_model.old"]
+    assert (run / "saved_model" / "v").read_text() == "1"

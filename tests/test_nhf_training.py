@@ -134,7 +134,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.name)  # XLA on CPU
 
 
-def test_a_resumed_run_continues_its_time_budget(tmp_path):
+def test_a_resumed_run_continues_its_time_budget(tmp_path, capsys):
     # --max-train-minutes is a total over resumes: a resumed run's clock starts at the training
     # seconds its history logged up to the restored step (the field is new; runs without it restart at 0).
     base = dataclasses.replace(TINY, steps=60, checkpoint_every=20, eval_every=10**6, log_every=10, export=False,
@@ -153,6 +153,8 @@ def test_a_resumed_run_continues_its_time_budget(tmp_path):
         training.restore_latest(resumed, required=True)
         training.train(resumed, tmp_path / name, progress=False)
         assert int(resumed.model.train_steps.numpy()) == end, name
+        spent_note = "note: --max-train-minutes 1 is already spent (1.0 minutes of training so far): one step"
+        assert (spent_note in capsys.readouterr().err) == (name == "spent")
 
 
 def test_pipeline_started_at_a_step_continues_the_same_stream():

@@ -74,7 +74,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_pat
 
     # What such a kill leaves is swept by the resumed run, which holds the folder (claim_run_dir):
     # planted here, since the kill above lands inside a write only now and then.
-    (run / ".metrics.json.planted.tmp").write_text("{")
+    (run / ".metrics.json.planted1.tmp").write_text("{")  # tempfile's 8 random characters
     resumed = _start(["--run-dir", run, "--resume", "--no-progress"])  # the run's own config
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
