@@ -7,9 +7,11 @@
 Settings: the `paper` preset and the `pytorch` preset (the CampusAI re-implementation's sizes:
 5 input frames, 30-frame rollouts, 32x32, leapfrog, joint H), each with
 `--variants` among xla_fp32, graph_fp32 (tf.function without XLA, oneDNN kernels), xla_bf16 and
-graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32),
-graph_fp32_fused and graph_bf16_fused (graph_fp32 and graph_bf16 with only the latent leapfrog
-rollout XLA-compiled) and
+graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32), each
+with the preset's own `fused_rollout` (the `pytorch` preset XLA-compiles its latent leapfrog
+rollout: see its comment in hgn/config.py; before that, these variants ran it unfused), graph_fp32_fused and
+graph_bf16_fused (the rollout XLA-compiled whatever the preset says), graph_fp32_unfused and
+graph_bf16_unfused (not), and
 graph_bf16_chunked (graph_bf16 decoding the window in `--decoder-chunks` chunks under
 tf.recompute_grad: less peak memory for one extra decoder forward pass). Every other variant
 decodes in one batched call (decoder_chunks=1), whatever the preset says.
@@ -55,10 +57,12 @@ RESULTS = ROOT / "bench" / "results"
 PEER = {"seconds_per_step": 3.15, "samples_per_second": 5.1, "peak_memory_gb": 1.9, "gflop_per_step": 318.0,
         "source": "PyTorch re-implementation on the 2-core Intel Xeon with AMX of issue 4 (not this CPU; "
                   "see bench/hgn_vs_pytorch.py for a side-by-side run)"}
+# (jit, dtype, fused rollout (None: the preset's), chunked decoder)
 VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
             "graph_fp32_fused": (False, "float32", True), "graph_bf16_fused": (False, "bfloat16", True),
-            "graph_bf16_chunked": (False, "bfloat16", False, True)}  # (jit, dtype, fused rollout, chunked decoder)
+            "graph_fp32_unfused": (False, "float32", False), "graph_bf16_unfused": (False, "bfloat16", False),
+            "graph_bf16_chunked": (False, "bfloat16", False, True)}
 # decoder_chunks of the chunked variant (--decoder-chunks). pytorch graph_bf16, idle machine, five runs
 # each: k = 1: 1.55 GiB peak at 9.5 samples/s (median); k = 4: 1.37 GiB at 8.5 (one extra decoder forward
 # pass). Before the decoder kept only what its backward pass needs (float32 last conv, leaky ReLU
@@ -176,7 +180,7 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
     from hgn.training import build_model
 
     jit, dtype, *rest = VARIANTS[variant]
-    fused = bool(rest and rest[0])
+    fused = PRESETS[config_name].fused_rollout if not rest or rest[0] is None else rest[0]
     chunks = decoder_chunks if len(rest) > 1 and rest[1] else 1
     # curriculum_steps=0: every timed step at the full window. With the curriculum on, a few steps
     # from step 0 would time its first, short windows (the `quick` preset's 8 frames of 30:
@@ -216,6 +220,7 @@ def worker(config_name: str, variant: str, batch: int, warmup: int, steps: int,
     executed_step = analytic_train_flops(model, executed=True)["total"] * batch / 1e9
     return {
         "config": config_name, "variant": variant, "batch_size": batch, "decoder_chunks": chunks,
+        "fused_rollout": config.fused_rollout and not config.jit_compile,
         "window_frames": config.window,
         "timed_steps": steps,
         "seconds_per_step_median": round(sec, 4), "seconds_per_step_mean": round(float(step_times.mean()), 4),
