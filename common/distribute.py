@@ -16,6 +16,7 @@ flags before TensorFlow loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from common.config import given
+from common.runs import claim_run_dir
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -261,6 +263,12 @@ def scratch_or(path, strategy: Optional[tf.distribute.Strategy]) -> Path:
     if is_chief(strategy):
         return Path(path)
     return Path(tempfile.mkdtemp(prefix="worker-scratch-"))
+
+
+def hold_run_dir(run_dir, strategy: Optional[tf.distribute.Strategy]):
+    """`common.runs.claim_run_dir(run_dir)` on the chief, which writes the run; a no-op context on
+    the other workers, which write to scratch folders (`scratch_or`)."""
+    return claim_run_dir(run_dir) if is_chief(strategy) else contextlib.nullcontext()
 
 
 def remove_scratch(path, strategy: Optional[tf.distribute.Strategy]) -> None:

@@ -4,7 +4,6 @@ in `hgn.experiment`)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Optional, Sequence
 
 from common import config as config_lib
 from common import console, distribute
-from common.runs import RunError, check_writable_dir, claim_run_dir, import_tensorflow_quietly
+from common.runs import RunError, check_writable_dir, import_tensorflow_quietly
 from hgn.config import DEFAULT_PRESET, PRESETS, HGNConfig, presets_for
 
 DESCRIPTION = """Train and evaluate a Hamiltonian Generative Network on a rendered physics dataset.
@@ -104,8 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise RunError(str(e)) from None
     from hgn import experiment
 
-    # The process that writes the run holds its folder (other workers write to scratch folders).
-    with claim_run_dir(run_dir) if distribute.is_chief(strategy) else contextlib.nullcontext():
+    with distribute.hold_run_dir(run_dir, strategy):  # one run per folder
         result = experiment.run_experiment(
             config, dataset, run_dir, data_dir=data_dir, resume=args.resume, eval_only=args.eval_only,
             verbose=args.verbose, strategy=strategy,

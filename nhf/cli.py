@@ -13,14 +13,13 @@ Run directory layout:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 from common import console, distribute
 from common.config import config_from_args, config_parser, from_dict, resume_presets
-from common.runs import check_writable_dir, claim_run_dir, import_tensorflow_quietly
+from common.runs import check_writable_dir, import_tensorflow_quietly
 from data.samples import SampleFileError, check_path
 from nhf.config import PRESETS, NHFConfig
 
@@ -118,8 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from nhf.experiment import run_experiment  # after argument checks
 
     console.quiet(args.verbose < 2)
-    # The process that writes the run holds its folder (other workers write to scratch folders).
-    with claim_run_dir(run_dir) if distribute.is_chief(strategy) else contextlib.nullcontext():
+    with distribute.hold_run_dir(run_dir, strategy):  # one run per folder
         metrics = run_experiment(config, run_dir, resume=args.resume, eval_only=args.eval_only,
                                  progress=args.verbose, strategy=strategy)
     if metrics.get("chief") is False:
