@@ -62,7 +62,7 @@ VARIANTS = {"xla_fp32": (True, "float32"), "graph_fp32": (False, "float32"),
             "xla_bf16": (True, "bfloat16"), "graph_bf16": (False, "bfloat16"),
             "graph_fp32_fused": (False, "float32", True), "graph_bf16_fused": (False, "bfloat16", True),
             "graph_fp32_unfused": (False, "float32", False), "graph_bf16_unfused": (False, "bfloat16", False),
-            "graph_bf16_chunked": (False, "bfloat16", False, True)}
+            "graph_bf16_chunked": (False, "bfloat16", None, True)}
 # decoder_chunks of the chunked variant (--decoder-chunks). pytorch graph_bf16, idle machine, five runs
 # each: k = 1: 1.55 GiB peak at 9.5 samples/s (median); k = 4: 1.37 GiB at 8.5 (one extra decoder forward
 # pass). Before the decoder kept only what its backward pass needs (float32 last conv, leaky ReLU

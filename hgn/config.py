@@ -139,8 +139,9 @@ class HGNConfig:
     rollback_lr_factor: float = field(0.5, "learning-rate multiplier applied at each rollback, in (0, 1]")
     jit_compile: bool = field(False, "compile the training step with XLA (measured slower than oneDNN's convolutions "
                                      "on a 2-core AVX-512/AMX CPU: see bench/results/hgn_throughput.json)")
-    fused_rollout: bool = field(False, "XLA-compile only the latent leapfrog rollout (many tiny convs) inside a "
-                                       "non-XLA step whose big convs run on oneDNN")
+    fused_rollout: bool = field(False, "run each latent leapfrog step (many tiny convs or dense layers) as one "
+                                       "XLA-compiled call inside a non-XLA step whose big convs run on oneDNN (the "
+                                       "exported signatures run the steps uncompiled)")
     compute_dtype: str = field(
         "auto", f"encoder/decoder compute dtype: {', '.join(COMPUTE_DTYPES)}. auto: bfloat16 where the CPU computes "
                 "it natively (AMX or AVX-512 BF16 in /proc/cpuinfo), float32 elsewhere (bfloat16 is emulated "

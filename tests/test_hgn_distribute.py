@@ -26,6 +26,7 @@ TINY = ["--preset", "tiny", "--dataset", "pendulum", "--steps", "8", "--checkpoi
 # gradients are summed, so the losses differ from one device's only by the order of float32
 # sums (measured: identical to 7 digits over 8 steps). A different seed differs by > 1e-3.
 RTOL = 1e-4
+FUSED_RTOL = 1e-4
 
 
 def _free_port():
@@ -69,6 +70,8 @@ def runs(tmp_path_factory):
         "default": _start(root / "default", data_dir, "--no-export"),
         "seed1": _start(root / "seed1", data_dir, "--seed", "1", "--no-export"),
         "mirrored": _start(root / "mirrored", data_dir, "--strategy", "mirrored", "--replicas", "2", "--no-export"),
+        "mirrored_fused": _start(root / "mirrored_fused", data_dir, "--strategy", "mirrored", "--replicas", "2",
+                                 "--fused-rollout", "--no-export"),
         "worker0": _start(root / "multi", data_dir, "--strategy", "multi_worker",
                           tf_config={"cluster": cluster, "task": {"type": "worker", "index": 0}}),
         "worker1": _start(root / "multi", data_dir, "--strategy", "multi_worker",
@@ -85,6 +88,16 @@ def test_mirrored_matches_default(runs):
     metrics = json.loads((runs["root"] / "mirrored" / "metrics.json").read_text())
     assert metrics["strategy"] == {"name": "mirrored", "replicas": 2}
     assert metrics["step"] == 8 and np.isfinite(metrics["test_forward"]["mse_x1e4"])
+
+
+def test_a_fused_rollout_trains_under_mirrored_like_the_default(runs):
+    # Each replica traces the XLA-compiled rollout with its own copies of the variables; the
+    # losses follow the default run's (XLA's kernels against the graph's, float32).
+    default, fused = _losses(runs["root"] / "default"), _losses(runs["root"] / "mirrored_fused")
+    assert [s for s, _ in fused] == [2, 4, 6, 8]
+    np.testing.assert_allclose([v for _, v in fused], [v for _, v in default], rtol=FUSED_RTOL)
+    config = json.loads((runs["root"] / "mirrored_fused" / "config.json").read_text())
+    assert config["fused_rollout"] is True
 
 
 def test_two_workers_match_default_and_only_the_chief_writes(runs):

@@ -460,3 +460,84 @@ def test_latent_energies_match_the_rollout_without_decoding(dynamics_model):
     assert np.ptp(expected) > 1e-3  # the strengthened dynamics move: not a comparison of constants
     drift = evaluation.energy_drift(m, movie, 12)
     assert drift["steps"] == 12 and np.isfinite(drift["relative_drift"])
+
+
+# --------------------------------------------------------------------------- --fused-rollout
+def _fused_twins(**overrides):
+    """The tiny model without and with `--fused-rollout`, with the same (strengthened) weights."""
+    twins = []
+    for fused in (False, True):
+        keras.utils.set_random_seed(21)
+        m = HGN(_tiny(fused_rollout=fused, **overrides))
+        m.compile(optimizer=keras.optimizers.Adam(1e-3))
+        twins.append(m.build_all())
+    for dst, src in zip(twins[1].weights, twins[0].weights):
+        dst.assign(src)
+    return [_strengthen(m, 30.0) for m in twins]
+
+
+def _compiled_step(m):
+    """The XLA function of a --fused-rollout model's integrator steps."""
+    return m.compiled_integrator._fns[id(m.hamiltonian)][1]
+
+
+def _grads_close(m, reference, grads):
+    """Each gradient within 1e-4 of the largest entry of its reference (float32, XLA's kernels
+    against the graph's; measured within 3e-6)."""
+    for v, a, b in zip(m.network_variables, reference, grads):
+        scale = np.abs(a.numpy()).max()
+        assert scale > 0, v.path
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=0, atol=1e-4 * scale, err_msg=v.path)
+
+
+@pytest.mark.parametrize("mode, hamiltonian, curriculum", [
+    ("forward", "separable", 0),
+    ("split", "joint", 0),       # each example's own sign of dt, a [B, 1, 1, 1] tensor
+    ("forward", "separable", 8),  # a window of dynamic length: a tf.while_loop of compiled steps
+])
+def test_fused_rollout_gives_the_unfused_loss_and_gradients(mode, hamiltonian, curriculum):
+    # --fused-rollout runs each leapfrog step, and through autodiff its gradient (second order in
+    # H), as one XLA call inside the graph step.
+    plain, fused = _fused_twins(objective="beta", training_mode=mode, hamiltonian=hamiltonian,
+                                curriculum_steps=curriculum, curriculum_start=5)
+    frames = tf.constant(disk_movies(4, plain.config.window, seed=22))
+    noise = tf.random.stateless_normal([4, 2, *plain.latent_shape], seed=[22, 0])
+    loss_a, grads_a = _loss_and_grads(plain, frames, noise)()
+    run_fused = _loss_and_grads(fused, frames, noise)
+    loss_b, grads_b = run_fused()
+    assert plain.compiled_integrator is None
+    assert _compiled_step(fused).experimental_get_tracing_count() >= 1  # the steps ran through XLA
+    np.testing.assert_allclose(float(loss_b), float(loss_a), rtol=1e-5)
+    _grads_close(fused, grads_a, grads_b)
+    # The check sees the dynamics: 2% more of one energy net's output moves the gradients past it
+    # (measured: by 4-5% of the largest entry).
+    kernel = next(iter(fused.energy_nets.values())).convs[-1].kernel
+    kernel.assign(kernel * 1.02)
+    with pytest.raises(AssertionError):
+        _grads_close(fused, grads_a, run_fused()[1])
+
+
+def test_fused_rollouts_of_every_length_and_direction_match_and_do_not_retrace(caplog):
+    # Evaluation rolls out many lengths forward and backward (with -dt), and rescales dt: one
+    # compiled step serves them all, with the unfused rollout's trajectory (float32; tolerance
+    # 1e-5 plus 1e-5 relative: measured within 5e-7 on q and p of size up to 2.5, 1.5e-5 on the
+    # energies).
+    plain, fused = _fused_twins(hamiltonian="joint")
+    movie = disk_movies(2, 10, seed=23)
+    moved = 0.0
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for n in range(2, 8):
+            for backward in (False, True):
+                a = evaluation.rollout_predictions(plain, movie, backward=backward, n_steps=n)
+                b = evaluation.rollout_predictions(fused, movie, backward=backward, n_steps=n)
+                for key in ("q", "p", "frames", "energy"):
+                    np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-5, err_msg=(n, backward, key))
+                moved = max(moved, float(np.abs(a["q"][:, -1] - a["q"][:, 0]).max()))
+        half = fused.rollout(tf.constant(movie[:, :fused.config.input_frames]), 7, dt=fused.config.dt / 2)
+        ref = plain.rollout(tf.constant(movie[:, :plain.config.input_frames]), 7, dt=plain.config.dt / 2)
+        np.testing.assert_allclose(half["q"], ref["q"], rtol=1e-5, atol=1e-5)
+    assert moved > 1e-2  # the strengthened dynamics move: not a comparison of constant states
+    # One trace per input signature (the build's batch, evaluation's, the eager rollout's), not one
+    # per length and direction (12 here).
+    assert 1 <= _compiled_step(fused).experimental_get_tracing_count() <= 3
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -211,6 +211,23 @@ def test_serving_cap_flags(capsys, tmp_path):
         config_lib.config_from_args(nhf.NHFConfig, nhf.PRESETS, parser.parse_args(["--serve-max-batch", str(10 ** 20)]))
 
 
+def test_a_fused_rollout_model_exports_and_serves_its_own_trajectories(tmp_path):
+    # With --fused-rollout the Keras model runs each rollout step as one XLA call; the signatures
+    # export the uncompiled steps (a server need not have XLA).
+    # Same trajectories both ways (float32; tolerance 1e-5, measured within 1e-6).
+    model = hgn.build_model(dataclasses.replace(HGN_CONFIG, fused_rollout=True))
+    path = hgn.export(model, tmp_path / "saved_model", **HGN_CAPS)
+    assert b"_XlaMustCompile" not in (path / "saved_model.pb").read_bytes()
+    module = tf.saved_model.load(str(path))
+    frames, n, dt = _frames(2, seed=2), 6, tf.constant(HGN_CONFIG.dt)
+    for name, backward in (("rollout", False), ("rollout_backward", True)):
+        out = getattr(module, name)(frames, tf.constant(n), dt)
+        expected = model.rollout(frames, n, backward=backward)
+        for key in ("frames", "q", "p", "energy"):
+            np.testing.assert_allclose(out[key], expected[key], rtol=1e-5, atol=1e-5, err_msg=(name, key))
+    assert model.compiled_integrator._fns[id(model.hamiltonian)][1].experimental_get_tracing_count() >= 1
+
+
 # ----------------------------------------------------------------------------- rollout_backward
 def test_rollout_backward_starts_at_the_clip_end_and_runs_back_in_time(hgn_model, hgn_export):
     _, module = hgn_export
