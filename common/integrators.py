@@ -165,44 +165,6 @@ class RungeKutta4(Integrator):
         return PhaseSpace(q, p), None
 
 
-class CompiledSteps(Integrator):
-    """`base`'s step map, each step run as one XLA-compiled function inside a graph that XLA does
-    not compile: the step's many small ops (and, through autodiff, their gradients) become one
-    call, while the caller's other ops keep their own kernels. Same map, order and properties
-    as `base`; the first step of each state shape and dtype compiles it (once per Hamiltonian).
-
-    A step's function is kept per `Hamiltonian` object: use one `CompiledSteps` per model, and
-    pass it a `Hamiltonian` rather than a plain callable (which each call wraps, and compiles,
-    anew).
-    """
-
-    def __init__(self, base: Union[str, Integrator]):
-        self.base = get(base)
-        self.name, self.order = self.base.name, self.base.order
-        self.symplectic, self.reversible = self.base.symplectic, self.base.reversible
-        self._fns: Dict[int, Tuple[Hamiltonian, object]] = {}
-
-    def gradient_evaluations(self, separable: bool) -> Dict[str, float]:
-        return self.base.gradient_evaluations(separable)
-
-    def initial_cache(self, h: Hamiltonian, state: PhaseSpace):
-        return self.base.initial_cache(h, state)
-
-    def step(self, h, state, dt, cache):
-        held = self._fns.get(id(h))
-        if held is None or held[0] is not h:  # the Hamiltonian is held, so its id is not reused
-            def step(q, p, dt, cache):
-                new_state, new_cache = self.base.step(h, PhaseSpace(q, p), dt, cache)
-                return new_state.q, new_state.p, new_cache
-
-            held = self._fns[id(h)] = (h, tf.function(step, jit_compile=True))
-        q, p, cache = held[1](state.q, state.p, dt, cache)
-        return PhaseSpace(q, p), cache
-
-    def __repr__(self) -> str:
-        return f"CompiledSteps({self.base!r})"
-
-
 def _yoshida4() -> Composition:
     cbrt2 = 2.0 ** (1.0 / 3.0)
     w1 = 1.0 / (2.0 - cbrt2)

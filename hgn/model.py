@@ -34,11 +34,10 @@ from common.callbacks import BuiltAhead
 from hgn.config import HGNConfig
 from hgn.networks import build_decoder, build_encoder, build_energy_nets, build_transformer
 
-# Static rollouts up to this length are unrolled in Python when XLA compiles the step or each
-# rollout step (--fused-rollout: a chain of calls of one compiled step). Without XLA the rollout is
-# a tf.while_loop: the unrolled graph, with the second derivatives training takes through it, made
-# the pytorch-preset step 0.5 GB larger at peak and its first step 4x slower to build, for no
-# speed (bench/results/hgn_throughput.json).
+# Static rollouts up to this length are unrolled in Python when XLA compiles them (XLA fuses
+# across steps). Without XLA the rollout is a tf.while_loop: the unrolled graph, with the second
+# derivatives training takes through it, made the pytorch-preset step 0.5 GB larger at peak and
+# its first step 4x slower to build, for no speed (bench/results/hgn_throughput.json).
 _MAX_UNROLL = 64
 
 
@@ -112,9 +111,6 @@ class HGN(BuiltAhead, keras.Model):
             joint = self.energy_nets["joint"]
             self.hamiltonian = Hamiltonian(lambda q, p: joint(tf.concat([q, p], axis=-1)), name="latent_hamiltonian")
         self.integrator = _integrators.get(config.integrator)
-        # --fused-rollout: the same map with each step one XLA-compiled call (made once per model).
-        self.compiled_integrator = (_integrators.CompiledSteps(self.integrator)
-                                    if config.fused_rollout and not config.jit_compile else None)
         self.geco_param = self.add_weight(
             name="geco_param", shape=(), initializer=keras.initializers.Constant(_inverse_softplus(config.geco_init_lambda)))
         # Counters updated in replica context: every replica computes the same value (the
@@ -221,20 +217,26 @@ class HGN(BuiltAhead, keras.Model):
             z = mean + tf.exp(log_scale) * tf.cast(noise, mean.dtype)
         return self.to_state(z, backward), mean, log_scale
 
-    def integrate(self, state: PhaseSpace, n_steps, dt, compiled_steps: bool = True) -> PhaseSpace:
-        """Latent trajectory `[n_steps + 1, B, ...]` from `state` with the configured integrator.
-
-        `compiled_steps=False` runs the steps uncompiled under `--fused-rollout` too (the exported
-        signatures, which a server without XLA must be able to run).
-        """
+    def integrate(self, state: PhaseSpace, n_steps, dt) -> PhaseSpace:
+        """Latent trajectory `[n_steps + 1, B, ...]` from `state` with the configured integrator."""
         static = tf.get_static_value(n_steps) if tf.is_tensor(n_steps) else n_steps
         xla = self.config.jit_compile or self.config.fused_rollout
         unroll = xla and static is not None and int(static) <= _MAX_UNROLL
-        method = self.integrator
-        if compiled_steps and self.compiled_integrator is not None:
-            method = self.compiled_integrator
+        if unroll and self.config.fused_rollout and not self.config.jit_compile:
+            return self._fused_trajectory(int(static))(state.q, state.p, tf.cast(dt, state.q.dtype))
         return _integrators.trajectory(self.hamiltonian, state, dt, int(static) if static is not None else n_steps,
-                                       method=method, unroll=unroll)
+                                       method=self.integrator, unroll=unroll)
+
+    def _fused_trajectory(self, n_steps: int):
+        # One XLA cluster for the whole unrolled rollout (and, through autodiff, its gradient).
+        cache = self.__dict__.setdefault("_fused_fns", {})
+        if n_steps not in cache:
+            def fused(q, p, dt):
+                return _integrators.trajectory(self.hamiltonian, PhaseSpace(q, p), dt, n_steps,
+                                               method=self.integrator, unroll=True)
+
+            cache[n_steps] = tf.function(fused, jit_compile=True)
+        return cache[n_steps]
 
     def decode(self, q: tf.Tensor) -> tf.Tensor:
         """q `[B, 4, 4, C]` (or `[B, C]`) -> frame `[B, H, W, 3]` in (0, 1), float32."""
@@ -276,8 +278,8 @@ class HGN(BuiltAhead, keras.Model):
         state, _, _ = self.infer(frames, backward=backward)
         return self._unroll(state, n_steps, dt)
 
-    def _unroll(self, state: PhaseSpace, n_steps, dt, compiled_steps: bool = True) -> Dict[str, tf.Tensor]:
-        traj = self.integrate(state, n_steps, dt, compiled_steps=compiled_steps)
+    def _unroll(self, state: PhaseSpace, n_steps, dt) -> Dict[str, tf.Tensor]:
+        traj = self.integrate(state, n_steps, dt)
         return {"frames": self.decode_trajectory(traj.q), "q": _batch_major(traj.q), "p": _batch_major(traj.p),
                 "energy": self.energy(traj)}
 

@@ -178,7 +178,7 @@ class HGNModule(tf.Module):
             frames, dt = _finite(frames, "frames"), _finite(dt, "dt")
             with tf.control_dependencies([self._enough_frames(frames), _non_negative_steps(n_steps)]):
                 state, _, _ = self.model.infer(tf.identity(frames))
-                return self.model._unroll(state, tf.identity(n_steps), dt, compiled_steps=False)
+                return self.model._unroll(state, tf.identity(n_steps), dt)
 
     def _rollout_backward(self, frames, n_steps, dt):
         with tf.control_dependencies(self._within_caps(batch=tf.shape(frames)[0], n_steps=n_steps)):
@@ -189,7 +189,7 @@ class HGNModule(tf.Module):
                 # Only the last k frames are encoded (time-reversed, momentum negated): the
                 # state at the clip's last frame, then rolled with -dt.
                 state, _, _ = self.model.infer(tf.identity(frames)[:, -self.k:], backward=True)
-                return self.model._unroll(state, tf.identity(n_steps), -tf.identity(dt), compiled_steps=False)
+                return self.model._unroll(state, tf.identity(n_steps), -tf.identity(dt))
 
     def _decode(self, q):
         with tf.control_dependencies(self._within_caps(batch=tf.shape(q)[0], batch_of="q")):
@@ -203,8 +203,7 @@ class HGNModule(tf.Module):
                 c = self.model.config
                 mean, _ = self.model.posterior(tf.zeros([1, c.input_frames, c.image_size, c.image_size, 3]))
                 z = tf.random.normal(tf.concat([[tf.identity(n)], tf.shape(mean)[1:]], 0))
-                return {"frames": self.model._unroll(self.model.to_state(z), tf.identity(n_steps), dt,
-                                                   compiled_steps=False)["frames"]}
+                return {"frames": self.model._unroll(self.model.to_state(z), tf.identity(n_steps), dt)["frames"]}
 
 
 def export(model: HGN, path, max_steps: int = MAX_STEPS, max_batch: int = MAX_BATCH, max_samples: int = MAX_SAMPLES,

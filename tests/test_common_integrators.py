@@ -203,53 +203,6 @@ def test_gradients_reach_every_variable_and_the_initial_state(mode):
         assert np.abs(g.numpy()).max() > 0
 
 
-@pytest.mark.parametrize("method", ["leapfrog", "yoshida4"])
-@pytest.mark.parametrize("hamiltonian", ["separable", "joint"])
-def test_compiled_steps_give_the_same_trajectory_and_gradients(method, hamiltonian):
-    # CompiledSteps runs each step as one XLA call inside an uncompiled graph: the same map (its
-    # force carried between steps for a separable H), unrolled or in a tf.while_loop of dynamic
-    # length, with the same gradients of the H's variables and the initial state (float32, XLA's
-    # kernels: tolerance 1e-5 relative to each gradient's largest entry, measured within 2e-6).
-    if hamiltonian == "joint":
-        mlp = MLPHamiltonian(dim=3)
-        h, variables = common.Hamiltonian(mlp), mlp.trainable_variables  # one wrapper: see CompiledSteps
-    else:
-        w = tf.Variable([[1.5, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.7]])
-        h = SeparableHamiltonian(lambda p: tf.reduce_sum(0.5 * p**2, -1),
-                                 lambda q: tf.reduce_sum(1 - tf.cos(q @ w), -1))
-        variables = [w]
-    compiled = integrators.CompiledSteps(method)
-    assert (compiled.name, compiled.order, compiled.reversible) == (method, integrators.get(method).order, True)
-    q0 = tf.random.stateless_normal([4, 3], seed=[1, 2])
-    p0 = tf.random.stateless_normal([4, 3], seed=[3, 4])
-    dt = tf.constant([[0.1], [-0.1], [0.05], [0.2]])  # per example, both directions
-
-    def loss_and_grads(integrator, n_steps, unroll):
-        @tf.function
-        def run(q0, p0):
-            with tf.GradientTape() as tape:
-                tape.watch([q0, p0])
-                traj = common.trajectory(h, PhaseSpace(q0, p0), dt, n_steps, method=integrator, unroll=unroll)
-                loss = tf.reduce_mean(traj.q**2) + tf.reduce_mean(tf.sin(traj.p))
-            return traj, tape.gradient(loss, [*variables, q0, p0])
-        return run(q0, p0)
-
-    reference, ref_grads = loss_and_grads(method, 12, False)
-    for n_steps, unroll in ((12, True), (tf.constant(12), False)):
-        traj, grads = loss_and_grads(compiled, n_steps, unroll)
-        np.testing.assert_allclose(traj.q.numpy(), reference.q.numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(traj.p.numpy(), reference.p.numpy(), rtol=1e-5, atol=1e-6)
-        for g, ref in zip(grads, ref_grads):
-            scale = np.abs(ref.numpy()).max()
-            assert scale > 0
-            np.testing.assert_allclose(g.numpy(), ref.numpy(), rtol=0, atol=1e-5 * scale)
-    step_fn = compiled._fns[id(h)][1]
-    assert step_fn.experimental_get_tracing_count() >= 1  # the steps ran through the XLA function
-    # The comparison can fail: a trajectory with the other method differs well beyond it.
-    other = "yoshida4" if method == "leapfrog" else "leapfrog"
-    assert np.abs(loss_and_grads(other, 12, False)[0].q.numpy() - reference.q.numpy()).max() > 1e-3
-
-
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
 @pytest.mark.parametrize("shape", [(3,), (2, 5), (2, 4, 4, 3)])
 def test_dtype_and_shape_follow_the_input(dtype, shape):
