@@ -307,9 +307,10 @@ PRESETS: Dict[str, HGNConfig] = {
         decoder_width=64, decoder_depth=2, objective="beta", beta=0.1, training_mode="forward_backward",
         learning_rate=1.5e-4, batch_size=32, eval_frames=30),
     # The paper's encoder sees the whole 31-frame window, so its rollouts are scored over 31 frames.
-    # Its rollout (30 leapfrog steps of its conv Hamiltonian) is XLA-compiled: on the Intel Xeon,
-    # 6% more samples/s with AVX2 code paths, 17% natively in float32 and 25% in bfloat16, for
-    # 1.0 GiB more peak memory (bench/results/hgn_throughput_xeon{_avx2,}_paper_fusion.json).
+    # Its rollout (30 leapfrog steps of its conv Hamiltonian) is XLA-compiled: on the Intel Xeon
+    # (medians of three processes), 10% more samples/s with AVX2 code paths, 22% natively in
+    # float32 and 28% in bfloat16, for 2.34-2.41 GiB of peak memory against 1.36-1.44
+    # (bench/results/hgn_throughput_xeon{_avx2,}_paper_fusion.json).
     "paper": HGNConfig(eval_frames=31, fused_rollout=True),
     # CampusAI's experiment_params/train_config_default.yaml: its training step encodes frames 0-4
     # of a 30-frame rollout and reconstructs frames 4-29 (26, a window of 26 here); its joint H is
