@@ -222,7 +222,7 @@ class HGN(BuiltAhead, keras.Model):
         static = tf.get_static_value(n_steps) if tf.is_tensor(n_steps) else n_steps
         xla = self.config.jit_compile or self.config.fused_rollout
         unroll = xla and static is not None and int(static) <= _MAX_UNROLL
-        if unroll and self.config.fused_rollout and not self.config.jit_compile:
+        if unroll and self.config.fused_rollout and not self.config.jit_compile and not self.__dict__.get("_building"):
             return self._fused_trajectory(int(static))(state.q, state.p, tf.cast(dt, state.q.dtype))
         return _integrators.trajectory(self.hamiltonian, state, dt, int(static) if static is not None else n_steps,
                                        method=self.integrator, unroll=unroll)
@@ -303,7 +303,13 @@ class HGN(BuiltAhead, keras.Model):
         """Creates every variable (networks and both optimizers' slots) with one dummy pass."""
         c = self.config
         frames = tf.zeros([2, c.window, c.image_size, c.image_size, 3])  # 2: split mode halves the batch
-        self.compute_losses(frames, training=False)
+        # Uncompiled under --fused-rollout too: compiling this batch-2 rollout only to create the
+        # variables cost time and resident memory.
+        self.__dict__["_building"] = True
+        try:
+            self.compute_losses(frames, training=False)
+        finally:
+            self.__dict__["_building"] = False
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.network_variables)
         if not self.geco_optimizer.built:

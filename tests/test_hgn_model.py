@@ -471,6 +471,7 @@ def _fused_twins(**overrides):
         m = HGN(_tiny(fused_rollout=fused, **overrides))
         m.compile(optimizer=keras.optimizers.Adam(1e-3))
         twins.append(m.build_all())
+        assert not m.__dict__.get("_fused_fns")  # building compiles nothing
     for dst, src in zip(twins[1].weights, twins[0].weights):
         dst.assign(src)
     return [_strengthen(m, 30.0) for m in twins]
