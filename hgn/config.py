@@ -318,7 +318,8 @@ PRESETS: Dict[str, HGNConfig] = {
     # Its rollout (25 leapfrog steps of 4x4 and 2x2 convs, about 2,000 small ops a step with their
     # gradients) is XLA-compiled: on the Intel Xeon, side by side with the PyTorch code, 2-3% more
     # samples/s with AVX2 code paths, 3-7% natively in float32 and 4-5% in bfloat16, for 1.2 GiB
-    # more peak memory (bench/results/hgn_vs_pytorch_xeon{_avx2,}_e9_fused.json).
+    # more peak memory (bench/results/hgn_vs_pytorch_xeon{_avx2,}_e9_fused.json; about 1.0 since
+    # the build compiles no rollout, hgn_throughput_xeon_fused_build.json).
     "pytorch": HGNConfig(
         input_frames=5, window=26, encoder="full_res", encoder_widths=(32, 64, 64, 64, 64, 64, 64),
         latent_channels=48, transformer_widths=(64, 64, 64), transformer_strides=(2, 2, 2),
