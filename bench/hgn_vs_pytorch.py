@@ -148,8 +148,9 @@ def _result(proc: subprocess.Popen, what: str) -> dict:
     return json.loads(lines[0][len("RESULT "):])
 
 
+# Of this side's worker result, kept in each row.
 TF_FIELDS = ("samples_per_second", "seconds_per_step_median", "timed_steps", "gflop_per_step_analytic",
-             "gflop_per_step_executed", "peak_memory_gib", "fused_rollout", "finite_loss")  # of this side's worker result, kept in each row
+             "gflop_per_step_executed", "peak_memory_gib", "fused_rollout", "finite_loss")
 
 
 def _commands(variant: str, args, torch_threads: int) -> dict:

@@ -310,7 +310,8 @@ PRESETS: Dict[str, HGNConfig] = {
     # Its rollout (30 leapfrog steps of its conv Hamiltonian) is XLA-compiled: on the Intel Xeon
     # (medians of three processes), 10% more samples/s with AVX2 code paths, 22% natively in
     # float32 and 28% in bfloat16, for 2.34-2.41 GiB of peak memory against 1.36-1.44
-    # (bench/results/hgn_throughput_xeon{_avx2,}_paper_fusion.json).
+    # (bench/results/hgn_throughput_xeon{_avx2,}_paper_fusion.json; 2.18-2.24 since the build
+    # compiles no rollout, hgn_throughput_xeon_fused_build.json).
     "paper": HGNConfig(eval_frames=31, fused_rollout=True),
     # CampusAI's experiment_params/train_config_default.yaml: its training step encodes frames 0-4
     # of a 30-frame rollout and reconstructs frames 4-29 (26, a window of 26 here); its joint H is

@@ -213,8 +213,8 @@ def test_serving_cap_flags(capsys, tmp_path):
 
 def test_a_fused_rollout_model_exports_and_serves_its_own_trajectories(tmp_path):
     # With --fused-rollout the Keras model XLA-compiles its rollouts; the signatures export them
-    # uncompiled (a server need not have XLA).
-    # Same trajectories both ways (float32; tolerance 1e-5, measured within 1e-6).
+    # uncompiled (a server need not have XLA). Same trajectories both ways (float32, XLA's kernels
+    # against the graph's: tolerance 1e-5).
     model = hgn.build_model(dataclasses.replace(HGN_CONFIG, fused_rollout=True))
     path = hgn.export(model, tmp_path / "saved_model", **HGN_CAPS)
     assert b"_XlaMustCompile" not in (path / "saved_model.pb").read_bytes()
