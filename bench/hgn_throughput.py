@@ -8,8 +8,9 @@ Settings: the `paper` preset and the `pytorch` preset (the CampusAI re-implement
 5 input frames, 30-frame rollouts, 32x32, leapfrog, joint H), each with
 `--variants` among xla_fp32, graph_fp32 (tf.function without XLA, oneDNN kernels), xla_bf16 and
 graph_bf16 (encoder/decoder in bfloat16 with float32 variables, Hamiltonian in float32), each
-with the preset's own `fused_rollout` (the `pytorch` preset XLA-compiles its latent leapfrog
-rollout: see its comment in hgn/config.py; before that, these variants ran it unfused), graph_fp32_fused and
+with the preset's own `fused_rollout` (the `paper` and `pytorch` presets XLA-compile their latent
+leapfrog rollouts: see their comments in hgn/config.py; before that, these variants ran them
+unfused), graph_fp32_fused and
 graph_bf16_fused (the rollout XLA-compiled whatever the preset says), graph_fp32_unfused and
 graph_bf16_unfused (not), and
 graph_bf16_chunked (graph_bf16 decoding the window in `--decoder-chunks` chunks under
